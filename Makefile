@@ -1,0 +1,18 @@
+# The two quick-start commands: `make demo` (the main job) and `make test`
+# (the whole suite).  Both install what they need first (scripts/bootstrap.sh).
+PY := .venv/bin/python
+
+.PHONY: demo test lint bootstrap
+
+bootstrap:
+	@sh scripts/bootstrap.sh
+
+demo: bootstrap
+	$(PY) -m embassy_cleanup demo
+
+test: bootstrap
+	$(PY) -m ruff check embassy_cleanup tests
+	$(PY) -m pytest -ra
+
+lint: bootstrap
+	$(PY) -m ruff check embassy_cleanup tests

@@ -1,0 +1,48 @@
+"""embassy_cleanup: Chrome under Selenium that leaves nothing behind.
+
+The public API is what this module exports; everything in ``_``-modules is
+private.  The layers, bottom up (see docs/architecture.md):
+
+``_platform``   what differs between operating systems
+``_ownership``  which processes are this session's; the only code that signals
+``_launcher``   the session dir, the flags, chromedriver and Chrome
+``_teardown``   the six stages and the report
+``_watchdog``   crash safety: cleanup when the owner dies
+``_session``    the context manager, built from the above
+``cli``         the ``embassy-cleanup`` command
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    CleanupIncomplete,
+    ConfigError,
+    DriverNotFoundError,
+    EmbassyCleanupError,
+    LaunchError,
+    NotOwnedError,
+    StageTimeout,
+)
+from ._presets import PRESETS
+from ._report import CleanupReport, Leftover, ProcessAction, Stage, StageResult
+from ._session import ChromeUltraAggressiveCleanup
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChromeUltraAggressiveCleanup",
+    "CleanupReport",
+    "StageResult",
+    "ProcessAction",
+    "Leftover",
+    "Stage",
+    "PRESETS",
+    "EmbassyCleanupError",
+    "ConfigError",
+    "DriverNotFoundError",
+    "LaunchError",
+    "NotOwnedError",
+    "StageTimeout",
+    "CleanupIncomplete",
+    "__version__",
+]

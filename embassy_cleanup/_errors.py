@@ -1,0 +1,117 @@
+"""The exception tree of embassy_cleanup.
+
+Every error carries its details as attributes (``pid``, ``path``, ``option``,
+``stage`` ...) as well as in its text, and every error pickles, so that it can
+cross a process boundary (the watchdog) intact.  The text says what happened,
+the value, where it came from and what to do about it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._report import CleanupReport
+
+__all__ = [
+    "EmbassyCleanupError",
+    "ConfigError",
+    "DriverNotFoundError",
+    "LaunchError",
+    "NotOwnedError",
+    "StageTimeout",
+    "CleanupIncomplete",
+]
+
+
+class EmbassyCleanupError(Exception):
+    """Base class of every error raised by embassy_cleanup."""
+
+    __module__ = "embassy_cleanup"
+
+    def __init__(self, msg: str = "", **details: Any) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.details = details
+        for key, value in details.items():
+            setattr(self, key, value)
+
+    def __str__(self) -> str:
+        shown = {k: v for k, v in self.details.items() if v is not None and k != "report"}
+        if not shown:
+            return self.msg
+        extra = ", ".join(f"{k}={v!r}" for k, v in shown.items())
+        return f"{self.msg} ({extra})"
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (type(self), self.msg, self.details))
+
+
+def _rebuild(cls: type, msg: str, details: dict[str, Any]) -> EmbassyCleanupError:
+    err = cls.__new__(cls)
+    EmbassyCleanupError.__init__(err, msg, **details)
+    return err  # type: ignore[no-any-return]
+
+
+class ConfigError(EmbassyCleanupError, ValueError):
+    """An option has a bad value.  ``option`` names it, ``value`` holds it."""
+
+    __module__ = "embassy_cleanup"
+
+    def __init__(self, msg: str, *, option: str, value: Any = None) -> None:
+        super().__init__(msg, option=option, value=value)
+
+
+class DriverNotFoundError(EmbassyCleanupError, FileNotFoundError):
+    """No usable chromedriver.  ``tried`` lists ``(source, outcome)`` pairs."""
+
+    __module__ = "embassy_cleanup"
+
+    def __init__(self, msg: str, *, tried: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(msg, tried=tuple(tried))
+
+    def __str__(self) -> str:
+        lines = [self.msg]
+        for source, outcome in self.tried:
+            lines.append(f"  - {source}: {outcome}")
+        return "\n".join(lines)
+
+
+class LaunchError(EmbassyCleanupError, RuntimeError):
+    """Chrome or chromedriver could not be started.
+
+    Whatever had already started was torn down before this was raised;
+    ``report`` holds that teardown's report.
+    """
+
+    __module__ = "embassy_cleanup"
+
+    def __init__(self, msg: str, *, path: str | None = None, report: CleanupReport | None = None) -> None:
+        super().__init__(msg, path=path, report=report)
+
+
+class NotOwnedError(EmbassyCleanupError, PermissionError):
+    """We refused to touch a process that is not this session's."""
+
+    __module__ = "embassy_cleanup"
+
+    def __init__(self, msg: str, *, pid: int, name: str | None = None) -> None:
+        super().__init__(msg, pid=pid, name=name)
+
+
+class StageTimeout(EmbassyCleanupError, TimeoutError):
+    """A teardown stage ran out of its share of ``cleanup_timeout``."""
+
+    __module__ = "embassy_cleanup"
+
+    def __init__(self, msg: str, *, stage: str, seconds: float) -> None:
+        super().__init__(msg, stage=stage, seconds=seconds)
+
+
+class CleanupIncomplete(EmbassyCleanupError, RuntimeError):
+    """Verification found leftovers.  ``report`` says which."""
+
+    __module__ = "embassy_cleanup"
+
+    def __init__(self, msg: str, *, report: CleanupReport) -> None:
+        super().__init__(msg, report=report)

@@ -1,0 +1,158 @@
+"""Validation of the options a session takes.
+
+Each bad value raises :class:`ConfigError` (a ``ValueError``) or a
+``TypeError`` naming the option, the value and the fix, before anything is
+started.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from ._errors import ConfigError
+from ._presets import DEFAULT_PRESET, PRESETS
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    headless: bool = True
+    cleanup_timeout: float = 10.0
+    preset: str = DEFAULT_PRESET
+    extra_args: tuple[str, ...] = ()
+    options: Any = None  # selenium ChromeOptions to start from
+    binary: str | None = None
+    driver_path: str | None = None
+    temp_root: str | None = None
+    graceful: bool = True
+    raise_on_leak: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
+    watchdog: bool = True
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _check_path(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
+    path = os.fspath(value)
+    if not path:
+        raise ConfigError(f"{name} must not be empty; pass None to use the default", option=name)
+    return str(path)
+
+
+def validate(
+    *,
+    headless: Any = True,
+    cleanup_timeout: Any = 10.0,
+    preset: Any = DEFAULT_PRESET,
+    extra_args: Any = (),
+    options: Any = None,
+    binary: Any = None,
+    driver_path: Any = None,
+    temp_root: Any = None,
+    graceful: Any = True,
+    raise_on_leak: Any = False,
+    env: Any = None,
+    watchdog: Any = True,
+) -> SessionOptions:
+    """Check every option; return them as a frozen :class:`SessionOptions`."""
+    _check_bool("headless", headless)
+    _check_bool("graceful", graceful)
+    _check_bool("raise_on_leak", raise_on_leak)
+    _check_bool("watchdog", watchdog)
+
+    if isinstance(cleanup_timeout, bool) or not isinstance(cleanup_timeout, (int, float)):
+        raise TypeError(
+            f"cleanup_timeout must be a number of seconds, got {cleanup_timeout!r} "
+            f"({type(cleanup_timeout).__name__})"
+        )
+    if not math.isfinite(cleanup_timeout) or cleanup_timeout <= 0:
+        raise ConfigError(
+            f"cleanup_timeout must be a finite number of seconds > 0, got {cleanup_timeout!r}",
+            option="cleanup_timeout",
+            value=cleanup_timeout,
+        )
+
+    if not isinstance(preset, str):
+        raise TypeError(f"preset must be a string, got {type(preset).__name__}")
+    if preset not in PRESETS:
+        raise ConfigError(
+            f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}",
+            option="preset",
+            value=preset,
+        )
+
+    if isinstance(extra_args, (str, bytes)) or not isinstance(extra_args, Sequence):
+        raise TypeError(f"extra_args must be a list of flags like ['--lang=en'], got {extra_args!r}")
+    for arg in extra_args:
+        if not isinstance(arg, str) or not arg.startswith("--"):
+            raise ConfigError(
+                f"extra_args entry {arg!r} is not a Chrome flag (flags start with '--')",
+                option="extra_args",
+                value=arg,
+            )
+        if arg.startswith("--user-data-dir"):
+            raise ConfigError(
+                "extra_args must not set --user-data-dir: the session creates and removes "
+                "its own profile dir; use temp_root= to choose where it goes",
+                option="extra_args",
+                value=arg,
+            )
+
+    if options is not None:
+        from selenium.webdriver.chrome.options import Options as ChromeOptions
+
+        if not isinstance(options, ChromeOptions):
+            raise TypeError(
+                f"options must be a selenium.webdriver.ChromeOptions, got {type(options).__name__}"
+            )
+        for arg in options.arguments:
+            if arg.startswith("--user-data-dir"):
+                raise ConfigError(
+                    "options must not set --user-data-dir: the session creates and removes "
+                    "its own profile dir; use temp_root= to choose where it goes",
+                    option="options",
+                    value=arg,
+                )
+
+    binary = _check_path("binary", binary)
+    driver_path = _check_path("driver_path", driver_path)
+    temp_root = _check_path("temp_root", temp_root)
+    if temp_root is not None and not os.path.isdir(temp_root):
+        raise ConfigError(
+            f"temp_root {temp_root!r} is not an existing directory; create it or pass another",
+            option="temp_root",
+            value=temp_root,
+        )
+
+    if env is None:
+        env = {}
+    if not isinstance(env, Mapping):
+        raise TypeError(f"env must be a mapping of str to str, got {type(env).__name__}")
+    for k, v in env.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(f"env entries must be str to str, got {k!r}: {v!r}")
+
+    return SessionOptions(
+        headless=headless,
+        cleanup_timeout=float(cleanup_timeout),
+        preset=preset,
+        extra_args=tuple(extra_args),
+        options=options,
+        binary=binary,
+        driver_path=driver_path,
+        temp_root=temp_root,
+        graceful=graceful,
+        raise_on_leak=raise_on_leak,
+        env=dict(env),
+        watchdog=watchdog,
+    )

@@ -1,0 +1,316 @@
+"""Process ownership: how a session tells its own processes from everyone else's.
+
+This is the only module that sends signals.  A session owns:
+
+* the processes it started (chromedriver, recorded with its create time) and
+  their descendants, including those re-parented to init after their parent
+  died;
+* the members of chromedriver's process group (chromedriver is started in a
+  new session, so the group is ours alone while chromedriver lives);
+* any process of the same user that carries one of the session's markers:
+  the session root path on its command line (every Chrome process: the
+  profile dir, or the crashpad ``--database`` under the session's
+  ``XDG_CONFIG_HOME``), or ``EMBASSY_CLEANUP_SESSION=<id>`` in its
+  environment (chromedriver, the browser and crashpad; Chrome overwrites the
+  environ area of zygote-forked processes with their titles, so for those the
+  command line is the key).
+
+Discovery is the union of all four, in one pass over the process table.
+Every signal is identity-checked (PID plus create time, through a pidfd on
+Linux), only same-user processes are ever considered, and the owner process
+and its ancestors are never candidates (a pattern search would otherwise
+match a shell whose command line carries the marker).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import psutil
+
+from . import _platform
+from ._platform import SignalResult
+from ._report import ProcessAction
+
+log = logging.getLogger("embassy_cleanup")
+
+#: Environment variable every process of a session inherits.
+ENV_MARKER = "EMBASSY_CLEANUP_SESSION"
+#: Prefix of every session root directory.
+ROOT_PREFIX = "embassy_cleanup-"
+
+_CT_EPSILON = 0.01  # create times are read from /proc with 10 ms resolution
+
+
+@dataclass(frozen=True)
+class OwnedProcess:
+    """A process of ours: ``(pid, create_time)`` is its identity.
+
+    ``via`` says how we know it is ours: ``started`` (we spawned it),
+    ``recorded``, ``descendant``, ``group``, ``cmdline`` or ``env``.
+    """
+
+    pid: int
+    create_time: float
+    name: str
+    via: str
+
+    @property
+    def ident(self) -> tuple[int, float]:
+        return (self.pid, self.create_time)
+
+    def is_running(self) -> bool:
+        return _platform.is_running(self.pid, self.create_time)
+
+
+def _ancestors_of(pid: int) -> set[int]:
+    out = {pid}
+    try:
+        proc: psutil.Process | None = psutil.Process(pid)
+        while proc is not None:
+            out.add(proc.pid)
+            proc = proc.parent()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        pass
+    return out
+
+
+def _environ_has(proc: psutil.Process, key: str, value: str) -> bool:
+    try:
+        return proc.environ().get(key) == value
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+        return False
+    except Exception:  # garbled environ areas (see module docstring)
+        return False
+
+
+def _cmdline_has(proc: psutil.Process, needle: str) -> bool:
+    try:
+        return any(needle in arg for arg in proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+class ProcessTracker:
+    """Everything one session knows about its processes.
+
+    ``root`` is the session root directory (its path is the command-line
+    marker), ``session_id`` the env marker's value.  ``exclude`` adds PIDs that
+    must never be touched (the watchdog, for instance); the owner and its
+    ancestors are always excluded.
+    """
+
+    def __init__(self, session_id: str, root: str, exclude: Iterable[int] = ()) -> None:
+        self.session_id = session_id
+        self.root = root
+        self.recorded: dict[int, OwnedProcess] = {}
+        self.leader: OwnedProcess | None = None
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._exclude = set(exclude)
+
+    # -- recording -----------------------------------------------------
+    def adopt_leader(self, popen: subprocess.Popen[bytes]) -> OwnedProcess | None:
+        """Record ``popen`` (chromedriver) as the process this session started."""
+        self._popen = popen
+        try:
+            proc = psutil.Process(popen.pid)
+            leader = OwnedProcess(popen.pid, proc.create_time(), proc.name(), "started")
+        except psutil.NoSuchProcess:
+            popen.poll()
+            return None
+        with self._lock:
+            self.leader = leader
+            self.recorded[leader.pid] = leader
+        return leader
+
+    def record(self, procs: Iterable[OwnedProcess]) -> None:
+        with self._lock:
+            for p in procs:
+                self.recorded.setdefault(p.pid, p)
+
+    @property
+    def excluded(self) -> set[int]:
+        return _ancestors_of(os.getpid()) | self._exclude
+
+    # -- discovery -----------------------------------------------------
+    def discover(self) -> dict[int, OwnedProcess]:
+        """The union of every ownership key, in one pass; updates the record.
+
+        Zombies are included (so that ours can be reaped); use
+        ``OwnedProcess.is_running`` to tell them apart.
+        """
+        excluded = self.excluded
+        table: dict[int, tuple[psutil.Process, int, float, str]] = {}
+        children: dict[int, list[int]] = defaultdict(list)
+        for proc in psutil.process_iter(["ppid", "create_time", "name"]):
+            info = proc.info
+            if proc.pid in excluded or info["create_time"] is None:
+                continue
+            table[proc.pid] = (proc, info["ppid"] or 0, info["create_time"], info["name"] or "?")
+            children[info["ppid"] or 0].append(proc.pid)
+
+        found: dict[int, OwnedProcess] = {}
+        with self._lock:
+            recorded = list(self.recorded.values())
+        for rec in recorded:
+            entry = table.get(rec.pid)
+            if entry and abs(entry[2] - rec.create_time) < _CT_EPSILON:
+                found[rec.pid] = rec
+
+        leader = self.leader
+        group = leader.pid if leader is not None and leader.pid in found else None
+        for pid, (proc, _ppid, ctime, name) in table.items():
+            if pid in found:
+                continue
+            via = None
+            if group is not None and ctime + _CT_EPSILON >= leader.create_time:  # type: ignore[union-attr]
+                if _platform.process_group_of(pid) == group:
+                    via = "group"
+            if via is None and _platform.same_user(proc):
+                if _cmdline_has(proc, self.root):
+                    via = "cmdline"
+                elif _environ_has(proc, ENV_MARKER, self.session_id):
+                    via = "env"
+            if via is not None:
+                found[pid] = OwnedProcess(pid, ctime, name, via)
+
+        # Descendants of anything ours are ours (a child is never older).
+        stack = list(found)
+        while stack:
+            parent = found[stack.pop()]
+            for child in children.get(parent.pid, ()):
+                if child in found:
+                    continue
+                _proc, _ppid, ctime, name = table[child]
+                if ctime + _CT_EPSILON >= parent.create_time:
+                    found[child] = OwnedProcess(child, ctime, name, "descendant")
+                    stack.append(child)
+
+        self.record(found.values())
+        return found
+
+    def running(self, procs: Iterable[OwnedProcess]) -> list[OwnedProcess]:
+        return [p for p in procs if p.is_running()]
+
+    # -- signalling ----------------------------------------------------
+    def kill_tree(
+        self,
+        procs: Sequence[OwnedProcess],
+        grace_timeout: float,
+        kill_timeout: float,
+    ) -> tuple[list[ProcessAction], list[ProcessAction]]:
+        """SIGTERM, wait up to ``grace_timeout``, SIGKILL, wait ``kill_timeout``.
+
+        Stopped (SIGSTOPped) processes skip SIGTERM: it would only queue.
+        ``grace_timeout=0`` sends SIGKILL at once.  Returns ``(actions,
+        survivors)``; our own children are reaped, nobody else's.
+        """
+        excluded = self.excluded
+        outcome: dict[int, str] = {}
+        live: list[OwnedProcess] = []
+        polite: list[OwnedProcess] = []
+        for p in procs:
+            if p.pid in excluded:  # never the owner, whatever the markers say
+                continue
+            if not p.is_running():
+                outcome[p.pid] = "already exited"
+                continue
+            live.append(p)
+            if grace_timeout > 0 and not _is_stopped(p.pid):
+                polite.append(p)
+
+        for p in polite:
+            res = _platform.signal_process(p.pid, p.create_time, force=False)
+            if res is not SignalResult.SENT:
+                outcome[p.pid] = res.value
+        waiting = [p for p in polite if p.pid not in outcome]
+        if waiting:
+            still = _platform.wait_gone([p.ident for p in waiting], grace_timeout)
+            for p in waiting:
+                if p.pid not in still:
+                    outcome[p.pid] = "terminated"
+
+        forced = [p for p in live if p.pid not in outcome]
+        for p in forced:
+            res = _platform.signal_process(p.pid, p.create_time, force=True)
+            if res is not SignalResult.SENT:
+                outcome[p.pid] = res.value
+        waiting = [p for p in forced if p.pid not in outcome]
+        still = _platform.wait_gone([p.ident for p in waiting], kill_timeout) if waiting else set()
+        for p in waiting:
+            outcome[p.pid] = "survived" if p.pid in still else "killed"
+
+        self.reap([p.pid for p in procs])
+        actions = [ProcessAction(p.pid, p.name, outcome[p.pid], p.via) for p in procs if p.pid in outcome]
+        survivors = [a for a in actions if a.outcome in ("survived", "denied")]
+        for a in actions:
+            log.debug("%s pid=%d (%s, via %s)", a.outcome, a.pid, a.name, a.via)
+        return actions, survivors
+
+    def reap(self, pids: Iterable[int] = ()) -> list[int]:
+        """Collect the exit status of our own children among ``pids`` (and the
+        leader).  Scoped by PID; never ``waitpid(-1)``."""
+        reaped = []
+        if self._popen is not None and self._popen.poll() is not None:
+            reaped.append(self._popen.pid)
+        for pid in set(pids) | set(self.recorded):
+            if self._popen is not None and pid == self._popen.pid:
+                continue
+            if _platform.reap_child(pid):
+                reaped.append(pid)
+        return reaped
+
+    def zombie_children(self) -> list[OwnedProcess]:
+        """Our own children among the recorded processes that are zombies."""
+        me = os.getpid()
+        out = []
+        for p in list(self.recorded.values()):
+            try:
+                proc = psutil.Process(p.pid)
+                if (
+                    abs(proc.create_time() - p.create_time) < _CT_EPSILON
+                    and proc.ppid() == me
+                    and proc.status() == psutil.STATUS_ZOMBIE
+                ):
+                    out.append(p)
+            except psutil.NoSuchProcess:
+                continue
+        return out
+
+
+def _is_stopped(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+    except psutil.Error:
+        return False
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A socket listening on one of the session's ports."""
+
+    port: int
+    pid: int | None  # None: the OS would not tell us (another user's socket)
+
+
+def find_listeners(ports: Iterable[int]) -> list[Listener]:
+    """TCP listeners on exactly these ports (never a range)."""
+    wanted = set(ports)
+    if not wanted:
+        return []
+    out = []
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:  # macOS without root
+        return []
+    for c in conns:
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in wanted:
+            out.append(Listener(c.laddr.port, c.pid))
+    return out

@@ -1,0 +1,170 @@
+"""The platform interface: everything that differs between operating systems.
+
+This is the only module that looks at ``sys.platform``/``os.name``.  It picks
+one backend at import time (``_linux``, ``_posix`` or ``_windows``) and
+re-exports the functions below.  Every backend returns our own types and
+raises our own errors, never a bare errno; a process that is already gone is
+reported as :attr:`SignalResult.GONE`, not as an error.
+
+The documented functions (each backend provides all of them):
+
+``signal_process(pid, create_time, force) -> SignalResult``
+    Send SIGTERM (``force=False``) or SIGKILL (``force=True``) to ``pid``, but
+    only if the process still has ``create_time`` (so a reused PID is never
+    hit).  On Linux this goes through a pidfd, which closes the window between
+    the check and the signal.
+
+``wait_gone(procs, timeout) -> set[int]``
+    Wait until every ``(pid, create_time)`` in ``procs`` has stopped running
+    (exited, zombie, or PID reused) or ``timeout`` seconds passed; return the
+    PIDs still running.  Waits on the event itself where the OS allows (pidfd).
+
+``is_running(pid, create_time) -> bool``
+    True if that very process still runs (a zombie does not count).
+
+``reap_child(pid) -> bool``
+    Collect the exit status of ``pid`` if it is our own child and has exited.
+    Scoped by PID: never ``waitpid(-1)``, which would steal the exit status
+    of children that other code in the owner process is waiting for.
+
+``new_session_popen_kw() -> dict``
+    ``subprocess.Popen`` keywords that start a child in a new session/process
+    group, so the group can be found (and signalled) as a whole.
+
+``process_group_of(pid) -> int | None``
+    The process group id, or None where the OS has no such thing.
+
+``os_find_by_marker(marker) -> list[int]``
+    PIDs of the current user's processes whose command line contains
+    ``marker``, found with the OS's own tool (``pgrep -f``), or ``[]`` when no
+    such tool exists.
+
+``os_kill_pids(pids) -> list[str]``
+    Force-kill PIDs with the OS's own tool (``taskkill /F /T /PID`` on
+    Windows).  POSIX backends return ``["unsupported"]``: there we signal
+    through :func:`signal_process`, which is identity-checked.
+
+``can_use_chrome_sandbox() -> bool``
+    Whether Chrome's sandbox can work here (not root, user namespaces or the
+    setuid helper available).  When False the launcher adds ``--no-sandbox``.
+
+``dev_shm_too_small() -> bool``
+    Whether ``/dev/shm`` is too small for Chrome (Docker's 64 MiB default);
+    when True the launcher adds ``--disable-dev-shm-usage``.
+
+``running_as_init() -> bool``
+    Whether this process is PID 1 (a container with no init), in which case
+    orphans re-parent to us and nobody else reaps them.
+
+``same_user(proc) -> bool``
+    Whether a ``psutil.Process`` belongs to the user running this code.
+
+``lock_file(fd, blocking) -> bool`` / ``unlock_file(fd)``
+    An advisory whole-file lock that the kernel drops when the holder dies.
+
+Capability flags: ``HAVE_PROCESS_GROUPS``, ``HAVE_PIDFD``, ``HAVE_PGREP``.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+
+__all__ = [
+    "SignalResult",
+    "PLATFORM",
+    "HAVE_PROCESS_GROUPS",
+    "HAVE_PIDFD",
+    "signal_process",
+    "wait_gone",
+    "is_running",
+    "reap_child",
+    "new_session_popen_kw",
+    "process_group_of",
+    "os_find_by_marker",
+    "os_kill_pids",
+    "can_use_chrome_sandbox",
+    "dev_shm_too_small",
+    "running_as_init",
+    "same_user",
+    "lock_file",
+    "unlock_file",
+    "HAVE_PGREP",
+]
+
+
+class SignalResult(enum.Enum):
+    """What happened when we tried to signal a process."""
+
+    SENT = "sent"
+    GONE = "already exited"
+    REUSED = "pid reused"
+    DENIED = "denied"
+
+
+if sys.platform.startswith("linux"):
+    PLATFORM = "linux"
+    from ._linux import (  # noqa: E402
+        HAVE_PGREP,
+        HAVE_PIDFD,
+        HAVE_PROCESS_GROUPS,
+        can_use_chrome_sandbox,
+        dev_shm_too_small,
+        is_running,
+        lock_file,
+        new_session_popen_kw,
+        os_find_by_marker,
+        os_kill_pids,
+        process_group_of,
+        reap_child,
+        running_as_init,
+        same_user,
+        signal_process,
+        unlock_file,
+        wait_gone,
+    )
+elif os.name == "posix":
+    PLATFORM = "posix"
+    from ._posix import (  # noqa: E402
+        HAVE_PGREP,
+        HAVE_PIDFD,
+        HAVE_PROCESS_GROUPS,
+        can_use_chrome_sandbox,
+        dev_shm_too_small,
+        is_running,
+        lock_file,
+        new_session_popen_kw,
+        os_find_by_marker,
+        os_kill_pids,
+        process_group_of,
+        reap_child,
+        running_as_init,
+        same_user,
+        signal_process,
+        unlock_file,
+        wait_gone,
+    )
+elif sys.platform == "win32":
+    PLATFORM = "windows"
+    from ._windows import (  # noqa: E402
+        HAVE_PGREP,
+        HAVE_PIDFD,
+        HAVE_PROCESS_GROUPS,
+        can_use_chrome_sandbox,
+        dev_shm_too_small,
+        is_running,
+        lock_file,
+        new_session_popen_kw,
+        os_find_by_marker,
+        os_kill_pids,
+        process_group_of,
+        reap_child,
+        running_as_init,
+        same_user,
+        signal_process,
+        unlock_file,
+        wait_gone,
+    )
+else:  # pragma: no cover
+    raise NotImplementedError(f"embassy_cleanup does not support platform {sys.platform!r}")

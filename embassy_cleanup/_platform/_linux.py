@@ -1,0 +1,181 @@
+"""Linux backend: the POSIX one, plus pidfds and Chrome's sandbox checks.
+
+A pidfd (``pidfd_open(2)``, Linux 5.3+) refers to one process for its whole
+life, so once we hold it and have checked its create time, a reused PID can
+no longer be hit; it also becomes readable when the process exits, which lets
+us wait on the exit itself instead of polling.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import select
+import signal
+import stat
+import time
+from typing import Sequence
+
+from . import SignalResult
+from ._posix import (
+    HAVE_PGREP,
+    HAVE_PROCESS_GROUPS,
+    _identity_matches,
+    is_running,
+    lock_file,
+    new_session_popen_kw,
+    os_find_by_marker,
+    os_kill_pids,
+    process_group_of,
+    reap_child,
+    running_as_init,
+    same_user,
+    unlock_file,
+)
+from ._posix import signal_process as _posix_signal_process
+from ._posix import wait_gone as _posix_wait_gone
+
+__all__ = [
+    "HAVE_PGREP",
+    "HAVE_PIDFD",
+    "HAVE_PROCESS_GROUPS",
+    "can_use_chrome_sandbox",
+    "dev_shm_too_small",
+    "is_running",
+    "lock_file",
+    "new_session_popen_kw",
+    "os_find_by_marker",
+    "os_kill_pids",
+    "process_group_of",
+    "reap_child",
+    "running_as_init",
+    "same_user",
+    "signal_process",
+    "unlock_file",
+    "wait_gone",
+]
+
+# Chrome needs at least this much /dev/shm; Docker gives 64 MiB by default.
+_MIN_DEV_SHM_BYTES = 512 * 1024 * 1024
+
+
+@functools.cache
+def _can_use_pidfd() -> bool:
+    if not (hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:  # ENOSYS on old kernels, EPERM under some seccomp filters
+        return False
+    return True
+
+
+HAVE_PIDFD = _can_use_pidfd()
+
+
+def _open_checked(pid: int, create_time: float) -> tuple[int | None, SignalResult | None]:
+    """A pidfd for ``pid`` if it is still the process born at ``create_time``."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None, SignalResult.GONE
+    except OSError:
+        return None, SignalResult.DENIED
+    # Check identity *after* opening: from now on the fd pins that process.
+    match = _identity_matches(pid, create_time)
+    if match:
+        return fd, None
+    os.close(fd)
+    return None, SignalResult.GONE if match is None else SignalResult.REUSED
+
+
+def signal_process(pid: int, create_time: float, force: bool) -> SignalResult:
+    if not HAVE_PIDFD:
+        return _posix_signal_process(pid, create_time, force)
+    fd, result = _open_checked(pid, create_time)
+    if fd is None:
+        assert result is not None
+        return result
+    try:
+        signal.pidfd_send_signal(fd, signal.SIGKILL if force else signal.SIGTERM)
+    except ProcessLookupError:
+        return SignalResult.GONE
+    except PermissionError:
+        return SignalResult.DENIED
+    finally:
+        os.close(fd)
+    return SignalResult.SENT
+
+
+def wait_gone(procs: Sequence[tuple[int, float]], timeout: float) -> set[int]:
+    if not HAVE_PIDFD:
+        return _posix_wait_gone(procs, timeout)
+    deadline = time.monotonic() + max(0.0, timeout)
+    fds: dict[int, int] = {}
+    alive: set[int] = set()
+    try:
+        for pid, ct in procs:
+            fd, _ = _open_checked(pid, ct)
+            if fd is None:
+                continue
+            fds[fd] = pid
+            alive.add(pid)
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        while alive:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for fd, _event in poller.poll(remaining * 1000):
+                poller.unregister(fd)
+                pid = fds[fd]
+                alive.discard(pid)
+        return alive
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _setuid_sandbox_helper() -> bool:
+    for path in ("/usr/lib/chromium/chrome-sandbox", "/opt/google/chrome/chrome-sandbox"):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if st.st_uid == 0 and st.st_mode & stat.S_ISUID:
+            return True
+    return False
+
+
+@functools.cache
+def can_use_chrome_sandbox() -> bool:
+    """Chrome refuses to sandbox as root; otherwise it needs user namespaces
+    (or the setuid ``chrome-sandbox`` helper).  We read the sysctls that turn
+    unprivileged user namespaces off (Debian's ``unprivileged_userns_clone``,
+    ``max_user_namespaces`` in containers, Ubuntu's AppArmor restriction)."""
+    if os.geteuid() == 0:
+        return False
+    userns = (
+        _read_int("/proc/sys/kernel/unprivileged_userns_clone") != 0
+        and _read_int("/proc/sys/user/max_user_namespaces") != 0
+        and _read_int("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") != 1
+    )
+    return userns or _setuid_sandbox_helper()
+
+
+@functools.cache
+def dev_shm_too_small() -> bool:
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return True
+    return st.f_blocks * st.f_frsize < _MIN_DEV_SHM_BYTES

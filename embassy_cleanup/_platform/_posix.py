@@ -1,0 +1,148 @@
+"""POSIX backend, shared by Linux and the other Unixes.
+
+Signals are identity-checked with the process create time (psutil's
+``(pid, create_time)`` identity) right before ``os.kill``.  The Linux backend
+replaces that with a pidfd, which closes the remaining window.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import time
+from typing import Any, Sequence
+
+import psutil
+
+from . import SignalResult
+
+HAVE_PROCESS_GROUPS = True
+HAVE_PIDFD = False
+_PGREP = shutil.which("pgrep")
+HAVE_PGREP = _PGREP is not None
+
+
+def _identity_matches(pid: int, create_time: float) -> bool | None:
+    """True if ``pid`` is still the process born at ``create_time``.
+
+    None if it is gone.  A zombie still matches (it can be signalled
+    harmlessly and must still be reaped).
+    """
+    try:
+        return abs(psutil.Process(pid).create_time() - create_time) < 0.01
+    except psutil.NoSuchProcess:
+        return None
+    except psutil.AccessDenied:
+        return False
+
+
+def signal_process(pid: int, create_time: float, force: bool) -> SignalResult:
+    match = _identity_matches(pid, create_time)
+    if match is None:
+        return SignalResult.GONE
+    if not match:
+        return SignalResult.REUSED
+    try:
+        os.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
+    except ProcessLookupError:  # exited between check and kill (bpo-40550)
+        return SignalResult.GONE
+    except PermissionError:
+        return SignalResult.DENIED
+    return SignalResult.SENT
+
+
+def is_running(pid: int, create_time: float) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - create_time) >= 0.01:
+            return False
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def wait_gone(procs: Sequence[tuple[int, float]], timeout: float) -> set[int]:
+    """Poll with a short back-off; Linux overrides this with pidfds."""
+    deadline = time.monotonic() + max(0.0, timeout)
+    alive = {pid: ct for pid, ct in procs}
+    delay = 0.002
+    while True:
+        for pid in [p for p, ct in alive.items() if not is_running(p, ct)]:
+            del alive[pid]
+        now = time.monotonic()
+        if not alive or now >= deadline:
+            return set(alive)
+        time.sleep(min(delay, deadline - now))
+        delay = min(delay * 2, 0.05)
+
+
+def reap_child(pid: int) -> bool:
+    try:
+        done, _status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child, or already reaped
+        return False
+    return done == pid
+
+
+def new_session_popen_kw() -> dict[str, Any]:
+    return {"start_new_session": True}
+
+
+def process_group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def os_find_by_marker(marker: str) -> list[int]:
+    if _PGREP is None:
+        return []
+    out = subprocess.run(
+        [_PGREP, "-u", str(os.getuid()), "-f", "--", marker],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # pgrep never lists itself; the caller still filters out the owner.
+    return [int(tok) for tok in out.stdout.split() if tok.isdigit()]
+
+
+def os_kill_pids(pids: Sequence[int]) -> list[str]:
+    return ["unsupported"]
+
+
+def can_use_chrome_sandbox() -> bool:
+    return os.geteuid() != 0
+
+
+def dev_shm_too_small() -> bool:
+    return False
+
+
+def running_as_init() -> bool:
+    return os.getpid() == 1
+
+
+def same_user(proc: psutil.Process) -> bool:
+    try:
+        return proc.uids().real == os.getuid()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def lock_file(fd: int, blocking: bool) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
+
+
+def unlock_file(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)

@@ -1,0 +1,123 @@
+"""Windows backend.
+
+Not exercised in CI (no Windows runner); kept small and reviewed by hand.
+Windows has no signals: "terminate" and "kill" are both TerminateProcess,
+and ``taskkill /F /T /PID`` is the OS's own tree-kill.  Identity is still
+checked with the create time before every call, but ``taskkill`` runs as a
+separate program, so a PID could in theory be reused between the check and
+the kill; that window is documented in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import subprocess
+import time
+from typing import Any, Sequence
+
+import psutil
+
+from . import SignalResult
+
+HAVE_PROCESS_GROUPS = False
+HAVE_PIDFD = False
+HAVE_PGREP = False
+_TASKKILL = shutil.which("taskkill")
+
+
+def signal_process(pid: int, create_time: float, force: bool) -> SignalResult:
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - create_time) >= 0.01:
+            return SignalResult.REUSED
+        proc.kill() if force else proc.terminate()
+    except psutil.NoSuchProcess:
+        return SignalResult.GONE
+    except psutil.AccessDenied:
+        return SignalResult.DENIED
+    return SignalResult.SENT
+
+
+def is_running(pid: int, create_time: float) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - create_time) < 0.01 and proc.is_running()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def wait_gone(procs: Sequence[tuple[int, float]], timeout: float) -> set[int]:
+    deadline = time.monotonic() + max(0.0, timeout)
+    alive = dict(procs)
+    while True:
+        alive = {p: ct for p, ct in alive.items() if is_running(p, ct)}
+        if not alive or time.monotonic() >= deadline:
+            return set(alive)
+        time.sleep(0.02)
+
+
+def reap_child(pid: int) -> bool:
+    return False  # Windows has no zombies to collect
+
+
+def new_session_popen_kw() -> dict[str, Any]:
+    return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
+
+
+def process_group_of(pid: int) -> int | None:
+    return None
+
+
+def os_find_by_marker(marker: str) -> list[int]:
+    return []
+
+
+def os_kill_pids(pids: Sequence[int]) -> list[str]:
+    if _TASKKILL is None:
+        return ["taskkill not found"]
+    errors = []
+    for pid in pids:
+        out = subprocess.run(
+            [_TASKKILL, "/F", "/T", "/PID", str(pid)], capture_output=True, text=True, check=False
+        )
+        if out.returncode not in (0, 128):  # 128: no such process
+            errors.append(f"taskkill {pid}: {out.stderr.strip() or out.returncode}")
+    return errors
+
+
+def can_use_chrome_sandbox() -> bool:
+    return True
+
+
+def dev_shm_too_small() -> bool:
+    return False
+
+
+def running_as_init() -> bool:
+    return False
+
+
+def same_user(proc: psutil.Process) -> bool:
+    try:
+        return (proc.username() or "").split("\\")[-1] == getpass.getuser()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def lock_file(fd: int, blocking: bool) -> bool:
+    import msvcrt
+
+    try:
+        msvcrt.locking(fd, msvcrt.LK_LOCK if blocking else msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+    except OSError:
+        return False
+    return True
+
+
+def unlock_file(fd: int) -> None:
+    import msvcrt
+
+    msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]

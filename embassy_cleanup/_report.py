@@ -1,0 +1,170 @@
+"""What a teardown did, stage by stage: frozen, JSON-friendly records.
+
+A report lists both sides, like ``psutil.wait_procs``: what each stage
+signalled and removed, and what survived it.  ``CleanupReport.ok`` is true
+only when verification found nothing of the session left.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+
+class Stage(str, enum.Enum):
+    """The six teardown stages, in the order they run.
+
+    The values are the tokens used everywhere: logs, reports, the CLI, the
+    scripts and the docs.
+    """
+
+    QUIT = "quit"
+    KILL_TREE = "tree-kill"
+    PORTS = "ports"
+    OS_KILL = "os-kill"
+    PROFILE = "profile"
+    VERIFY = "verify"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class ProcessAction:
+    """One process a stage dealt with.
+
+    ``outcome`` is one of ``"terminated"`` (exited after SIGTERM),
+    ``"killed"`` (needed SIGKILL), ``"already exited"``, ``"pid reused"``
+    (identity check failed, not signalled), ``"denied"`` or ``"survived"``.
+    """
+
+    pid: int
+    name: str
+    outcome: str
+    via: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pid": self.pid, "name": self.name, "outcome": self.outcome, "via": self.via}
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """Something of the session that verification still found."""
+
+    kind: str  # "process", "zombie", "port", "dir"
+    detail: str
+    pid: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "detail": self.detail, "pid": self.pid}
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.detail}" + (f" (pid={self.pid})" if self.pid else "")
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """The outcome of one stage.
+
+    ``killed`` holds every process the stage signalled (with the outcome),
+    ``removed`` every path it deleted, ``survivors`` what it could not end,
+    ``skipped_reason`` why it did nothing (``None`` if it ran), ``errors``
+    what went wrong, ``notes`` anything else worth knowing (e.g. a port held
+    by a process that is not ours, left alone).
+    """
+
+    stage: Stage
+    duration_s: float
+    killed: tuple[ProcessAction, ...] = ()
+    removed: tuple[str, ...] = ()
+    survivors: tuple[ProcessAction, ...] = ()
+    skipped_reason: str | None = None
+    errors: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage.value,
+            "duration_s": round(self.duration_s, 4),
+            "killed": [a.to_dict() for a in self.killed],
+            "removed": list(self.removed),
+            "survivors": [a.to_dict() for a in self.survivors],
+            "skipped_reason": self.skipped_reason,
+            "errors": list(self.errors),
+            "notes": list(self.notes),
+        }
+
+    def summary(self) -> str:
+        if self.skipped_reason is not None:
+            what = f"skipped: {self.skipped_reason}"
+        else:
+            parts = []
+            if self.killed:
+                parts.append(f"signalled {len(self.killed)}")
+            if self.removed:
+                parts.append(f"removed {len(self.removed)}")
+            if self.survivors:
+                parts.append(f"{len(self.survivors)} survived")
+            parts.extend(self.notes)
+            what = ", ".join(parts) or "nothing to do"
+        if self.errors:
+            what += f"; {len(self.errors)} error(s): " + "; ".join(self.errors)
+        return f"{self.stage.value:<9} {self.duration_s * 1000:8.1f} ms  {what}"
+
+
+@dataclass(frozen=True)
+class CleanupReport:
+    """The report of one teardown: each stage, and what was left."""
+
+    session_id: str
+    stages: tuple[StageResult, ...]
+    leftovers: tuple[Leftover, ...]
+    duration_s: float
+    passes: int = 1
+
+    @property
+    def ok(self) -> bool:
+        """True when verification found nothing of the session left."""
+        return not self.leftovers
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        return tuple(f"{s.stage.value}: {e}" for s in self.stages for e in s.errors)
+
+    @property
+    def killed(self) -> tuple[ProcessAction, ...]:
+        return tuple(a for s in self.stages for a in s.killed)
+
+    @property
+    def removed(self) -> tuple[str, ...]:
+        return tuple(p for s in self.stages for p in s.removed)
+
+    def stage(self, stage: Stage | str) -> StageResult:
+        """The (last) result of ``stage``; stages may run more than once."""
+        wanted = Stage(stage)
+        for result in reversed(self.stages):
+            if result.stage is wanted:
+                return result
+        raise KeyError(wanted.value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A dict that ``json.dumps`` accepts; the keys are stable."""
+        return {
+            "session_id": self.session_id,
+            "ok": self.ok,
+            "duration_s": round(self.duration_s, 4),
+            "passes": self.passes,
+            "stages": [s.to_dict() for s in self.stages],
+            "leftovers": [lo.to_dict() for lo in self.leftovers],
+            "errors": list(self.errors),
+        }
+
+    def __str__(self) -> str:
+        head = (
+            f"cleanup of session {self.session_id}: "
+            f"{'ok' if self.ok else 'LEFTOVERS'} in {self.duration_s * 1000:.1f} ms"
+        )
+        lines = [head] + ["  " + s.summary() for s in self.stages]
+        lines += [f"  leftover: {lo}" for lo in self.leftovers]
+        return "\n".join(lines)

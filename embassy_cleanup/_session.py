@@ -1,0 +1,282 @@
+"""``ChromeUltraAggressiveCleanup``: the context manager, built from the layers.
+
+Lifecycle rules (after CPython's ``Popen.__exit__`` and playwright's sync
+context manager):
+
+* ``__enter__`` that fails after starting anything tears it down before the
+  error propagates;
+* teardown runs once: ``__exit__``, ``close()``, a signal handler or the
+  finalizer may all call it; later calls return the same report, a call
+  re-entered from a signal handler while teardown runs returns at once;
+* an exception raised inside the ``with`` block propagates unchanged; a
+  teardown problem never masks it, and ``CleanupIncomplete`` is raised only
+  when no other exception is on its way out;
+* a session that is garbage-collected (or still open at interpreter exit)
+  without being closed warns with ``ResourceWarning`` and is still torn down.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+import warnings
+import weakref
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from . import _launcher
+from ._errors import CleanupIncomplete, EmbassyCleanupError, LaunchError
+from ._options import SessionOptions, validate
+from ._ownership import ProcessTracker
+from ._presets import DEFAULT_PRESET
+from ._report import CleanupReport
+from ._teardown import TeardownTarget, run_teardown
+
+if TYPE_CHECKING:  # pragma: no cover
+    import os
+
+    from selenium.webdriver.chrome.options import Options as ChromeOptions
+    from selenium.webdriver.chrome.webdriver import WebDriver
+
+log = logging.getLogger("embassy_cleanup")
+
+
+class _SessionState:
+    """What teardown needs, held apart from the public object so that the
+    finalizer can run it without keeping the session alive."""
+
+    def __init__(self, session_id: str, opts: SessionOptions) -> None:
+        self.session_id = session_id
+        self.opts = opts
+        self.target: TeardownTarget | None = None
+        self.report: CleanupReport | None = None
+        self.hooks: list[Any] = []  # objects with .session_closed(state); see _watchdog
+        self._lock = threading.Lock()
+        self._running_in: int | None = None
+
+    def teardown(self) -> CleanupReport | None:
+        """Run the staged teardown once; return its report."""
+        if not self._lock.acquire(blocking=False):
+            if self._running_in == threading.get_ident():
+                return None  # re-entered from a signal handler: the outer call finishes
+            with self._lock:  # another thread is tearing down: wait for its report
+                return self.report
+        try:
+            if self.report is not None:
+                return self.report
+            self._running_in = threading.get_ident()
+            target = self.target or TeardownTarget(self.session_id, ProcessTracker(self.session_id, ""), None)
+            self.report = run_teardown(target, self.opts.cleanup_timeout)
+            target.driver = None  # drop the WebDriver: nothing more to say to it
+            for hook in self.hooks:
+                try:
+                    hook.session_closed(self)
+                except Exception as err:  # never let bookkeeping hide the report
+                    log.warning("session %s: %s", self.session_id, err)
+            return self.report
+        finally:
+            self._running_in = None
+            self._lock.release()
+
+
+def _finalize(state: _SessionState) -> None:
+    if state.report is None and state.target is not None:
+        warnings.warn(
+            f"embassy_cleanup session {state.session_id} was not closed; tearing it down now "
+            "(use 'with ChromeUltraAggressiveCleanup(...) as driver:' or call close())",
+            ResourceWarning,
+            stacklevel=2,
+        )
+        state.teardown()
+
+
+class ChromeUltraAggressiveCleanup:
+    """Start Chrome under Selenium, and leave nothing behind.
+
+    ::
+
+        cleanup = ChromeUltraAggressiveCleanup(headless=True, cleanup_timeout=10)
+        with cleanup as driver:          # a selenium WebDriver
+            driver.get(url)
+        print(cleanup.report.ok, cleanup.report.to_dict())
+
+    On exit it runs six staged teardowns (quit, tree-kill, ports, os-kill,
+    profile, verify), each scoped to what this session started; ``report``
+    says what was killed, removed and verified.
+
+    Args:
+        headless: run Chrome headless (``--headless=new``).
+        cleanup_timeout: the whole teardown budget in seconds (> 0).
+        preset: footprint preset, ``"minimal"``, ``"balanced"`` or ``"stock"``
+            (see ``docs/usage.md`` for each flag and why).
+        extra_args: more Chrome flags, appended after the preset's.
+        options: a ``ChromeOptions`` to start from (its arguments, experimental
+            options, extensions and binary are kept).
+        binary: the Chrome binary (default: ``$CHROME_BINARY``, then
+            ``chromium``/``google-chrome`` on PATH).
+        driver_path: chromedriver (default: ``$CHROMEDRIVER_PATH``, PATH,
+            Selenium Manager, webdriver-manager).
+        temp_root: where the session dir goes (default: the system temp dir).
+        graceful: try ``driver.quit()`` first (default); False skips straight
+            to the kill stages (faster; the profile is disposable anyway).
+        raise_on_leak: raise :class:`CleanupIncomplete` (carrying the report)
+            when verification finds leftovers.
+        env: extra environment variables for chromedriver and Chrome.
+        watchdog: tear the session down even if this process dies (SIGKILL,
+            OOM): see ``docs/crash-safety.md``.
+    """
+
+    def __init__(
+        self,
+        *,
+        headless: bool = True,
+        cleanup_timeout: float = 10.0,
+        preset: str = DEFAULT_PRESET,
+        extra_args: Sequence[str] = (),
+        options: ChromeOptions | None = None,
+        binary: str | os.PathLike[str] | None = None,
+        driver_path: str | os.PathLike[str] | None = None,
+        temp_root: str | os.PathLike[str] | None = None,
+        graceful: bool = True,
+        raise_on_leak: bool = False,
+        env: Mapping[str, str] | None = None,
+        watchdog: bool = True,
+    ) -> None:
+        self.options = validate(
+            headless=headless,
+            cleanup_timeout=cleanup_timeout,
+            preset=preset,
+            extra_args=extra_args,
+            options=options,
+            binary=binary,
+            driver_path=driver_path,
+            temp_root=temp_root,
+            graceful=graceful,
+            raise_on_leak=raise_on_leak,
+            env=env,
+            watchdog=watchdog,
+        )
+        self.session_id = secrets.token_hex(6)
+        self.driver: WebDriver | None = None
+        self._state = _SessionState(self.session_id, self.options)
+        self._entered = False
+        self._finalizer: weakref.finalize | None = None
+
+    # -- public state ----------------------------------------------------
+    @property
+    def report(self) -> CleanupReport | None:
+        """The cleanup report, once teardown has run."""
+        return self._state.report
+
+    @property
+    def root(self) -> str | None:
+        """The session dir (profile, temp, config), while it exists."""
+        t = self._state.target
+        return t.root if t is not None else None
+
+    @property
+    def pids(self) -> dict[int, str]:
+        """PID -> name of every process recorded for this session so far."""
+        t = self._state.target
+        return {p.pid: p.name for p in t.tracker.recorded.values()} if t is not None else {}
+
+    @property
+    def ports(self) -> set[int]:
+        t = self._state.target
+        return set(t.ports) if t is not None else set()
+
+    # -- lifecycle -------------------------------------------------------
+    def start(self) -> WebDriver:
+        """Start Chrome; same as entering the ``with`` block."""
+        if self._entered:
+            raise RuntimeError(
+                "this ChromeUltraAggressiveCleanup was already started; create a new one for each session"
+            )
+        self._entered = True
+        opts = self.options
+        t0 = time.monotonic()
+        # Resolve first: a bad driver or binary path fails before anything exists.
+        driver_path, driver_src = _launcher.resolve_driver(opts.driver_path)
+        binary = _launcher.resolve_binary(opts.binary)
+        paths = _launcher.make_session_root(opts.temp_root, self.session_id)
+        tracker = ProcessTracker(self.session_id, paths.root)
+        target = TeardownTarget(self.session_id, tracker, paths.root, graceful=opts.graceful)
+        self._state.target = target
+        self._finalizer = weakref.finalize(self, _finalize, self._state)
+        try:
+            self._after_root_created()
+            driver, service = _launcher.start_driver(
+                opts, self.session_id, paths, driver_path, binary, tracker.adopt_leader
+            )
+            target.driver = driver
+            target.ports.add(service.port)
+            target.devtools_port = _launcher.read_devtools_port(paths.profile)
+            if target.devtools_port:
+                target.ports.add(target.devtools_port)
+            procs = tracker.discover()
+        except BaseException as err:
+            report = self._state.teardown()
+            if isinstance(err, LaunchError) and report is not None:
+                err.report = err.details["report"] = report
+            raise
+        self.driver = driver
+        log.info(
+            "session %s started in %.0f ms: chromedriver %s (%s), %d process(es), dir %s",
+            self.session_id,
+            (time.monotonic() - t0) * 1000,
+            driver_path,
+            driver_src,
+            len(procs),
+            paths.root,
+        )
+        return driver
+
+    def _after_root_created(self) -> None:
+        """Hook for crash safety (records, watchdog); see _watchdog."""
+        from . import _watchdog
+
+        _watchdog.on_session_started(self._state)
+
+    def close(self) -> CleanupReport:
+        """Tear the session down (once) and return the report.
+
+        Raises CleanupIncomplete when ``raise_on_leak`` is set and
+        verification found leftovers.
+        """
+        report = self._close()
+        if self.options.raise_on_leak and not report.ok:
+            raise CleanupIncomplete(
+                f"session {self.session_id} left {len(report.leftovers)} leftover(s): "
+                + ", ".join(str(lo) for lo in report.leftovers),
+                report=report,
+            )
+        return report
+
+    def _close(self) -> CleanupReport:
+        report = self._state.teardown()
+        if report is None:  # re-entered from a signal handler mid-teardown
+            report = CleanupReport(self.session_id, (), (), 0.0, passes=0)
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        self.driver = None
+        return report
+
+    def __enter__(self) -> WebDriver:
+        return self.start()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            try:
+                self._close()
+            except Exception as err:  # never mask the user's exception
+                warnings.warn(f"embassy_cleanup teardown failed: {err!r}", RuntimeWarning, stacklevel=2)
+            return
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.report is not None else ("open" if self._entered else "new")
+        return f"<ChromeUltraAggressiveCleanup session={self.session_id} {state}>"
+
+
+__all__ = ["ChromeUltraAggressiveCleanup", "EmbassyCleanupError"]

@@ -1,0 +1,42 @@
+#!/bin/sh
+# Install what `make demo` and `make test` need, only when it is missing:
+#   - Debian packages: chromium, chromium-driver, procps (pgrep, for the
+#     os-kill stage), python3 with venv;
+#   - .venv with this package and its dev extra (re-installed only when
+#     setup.cfg or pyproject.toml changed).
+# Needs root only when a Debian package is missing; says so and exits 1 otherwise.
+set -eu
+cd "$(dirname "$0")/.."
+
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium-driver"
+command -v pgrep >/dev/null 2>&1 || missing="$missing procps"
+if ! command -v python3 >/dev/null 2>&1; then
+    missing="$missing python3 python3-venv"
+elif [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    missing="$missing python3-venv"
+fi
+
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: missing Debian packages:$missing" >&2
+        echo "       run this as root, or first: sudo apt-get install -y$missing" >&2
+        exit 1
+    fi
+    echo "bootstrap: installing Debian packages:$missing"
+    apt-get update -qq
+    # shellcheck disable=SC2086  # word splitting of the package list is intended
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+stamp=.venv/.embassy-installed
+if [ ! -x .venv/bin/python ]; then
+    echo "bootstrap: creating .venv"
+    python3 -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "bootstrap: installing embassy_cleanup[dev] into .venv"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+    touch "$stamp"
+fi
