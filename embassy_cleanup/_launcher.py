@@ -1,6 +1,6 @@
 """Starting Chrome: driver and binary resolution, the session root, the flags.
 
-The launcher creates the session root (mode 0700, ``embassy_cleanup-<id>-*``)
+The launcher creates the session root (mode 0700, ``embassy_cleanup-<id>``)
 and points everything Chrome writes into it: the profile, ``TMPDIR`` (where
 Chromium puts its ``org.chromium.Chromium.*`` singleton and ``scoped_dir``
 litter) and ``XDG_CONFIG_HOME``/``XDG_CACHE_HOME`` (crashpad's database,
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import _platform
-from ._errors import DriverNotFoundError, LaunchError
+from ._errors import ConfigError, DriverNotFoundError, LaunchError
 from ._options import SessionOptions
 from ._ownership import ENV_MARKER, ROOT_PREFIX
 from ._presets import merge_flags, preset_flags
@@ -122,13 +122,37 @@ class SessionPaths:
     cache: str
 
 
+# Chrome puts its singleton socket at $TMPDIR/org.chromium.Chromium.XXXXXX/SingletonSocket.
+_SINGLETON_TAIL = os.path.join("org.chromium.Chromium.XXXXXX", "SingletonSocket")
+
+
+def max_temp_root_length() -> int | None:
+    """The longest ``temp_root`` whose sessions can still start Chrome, or None."""
+    limit = _platform.UNIX_SOCKET_PATH_MAX
+    if limit is None:
+        return None
+    used = len(os.path.join("", f"{ROOT_PREFIX}{'0' * 12}", "tmp", _SINGLETON_TAIL)) + 1
+    return limit - used
+
+
 def make_session_root(temp_root: str | None, session_id: str) -> SessionPaths:
     """Create the session root (0700) and its sub-dirs; raise LaunchError
     naming the dir when it cannot be created (read-only, full, no access)."""
-    base = temp_root if temp_root is not None else tempfile.gettempdir()
+    base = os.path.abspath(temp_root if temp_root is not None else tempfile.gettempdir())
     source = "temp_root=" if temp_root is not None else "the system temp dir"
+    longest = max_temp_root_length()
+    if longest is not None and len(base) > longest:
+        raise ConfigError(
+            f"temp_root {base!r} is {len(base)} characters long (from {source}); Chrome's "
+            f"singleton socket under it would exceed the {_platform.UNIX_SOCKET_PATH_MAX}-byte "
+            f"Unix socket path limit and Chrome would exit at start; use a directory path of "
+            f"at most {longest} characters",
+            option="temp_root",
+            value=base,
+        )
+    root = os.path.join(base, f"{ROOT_PREFIX}{session_id}")
     try:
-        root = tempfile.mkdtemp(prefix=f"{ROOT_PREFIX}{session_id}-", dir=base)
+        os.mkdir(root, 0o700)
     except OSError as err:
         raise LaunchError(
             f"cannot create the session dir in {base!r} (from {source}): "

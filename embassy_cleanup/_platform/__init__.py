@@ -62,7 +62,8 @@ The documented functions (each backend provides all of them):
 ``lock_file(fd, blocking) -> bool`` / ``unlock_file(fd)``
     An advisory whole-file lock that the kernel drops when the holder dies.
 
-Capability flags: ``HAVE_PROCESS_GROUPS``, ``HAVE_PIDFD``, ``HAVE_PGREP``.
+Capability flags: ``HAVE_PROCESS_GROUPS``, ``HAVE_PIDFD``, ``HAVE_PGREP``;
+``UNIX_SOCKET_PATH_MAX``, the longest AF_UNIX path (None where unused).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ __all__ = [
     "lock_file",
     "unlock_file",
     "HAVE_PGREP",
+    "UNIX_SOCKET_PATH_MAX",
 ]
 
 
@@ -109,6 +111,7 @@ if sys.platform.startswith("linux"):
         HAVE_PGREP,
         HAVE_PIDFD,
         HAVE_PROCESS_GROUPS,
+        UNIX_SOCKET_PATH_MAX,
         can_use_chrome_sandbox,
         dev_shm_too_small,
         is_running,
@@ -130,6 +133,7 @@ elif os.name == "posix":
         HAVE_PGREP,
         HAVE_PIDFD,
         HAVE_PROCESS_GROUPS,
+        UNIX_SOCKET_PATH_MAX,
         can_use_chrome_sandbox,
         dev_shm_too_small,
         is_running,
@@ -151,6 +155,7 @@ elif sys.platform == "win32":
         HAVE_PGREP,
         HAVE_PIDFD,
         HAVE_PROCESS_GROUPS,
+        UNIX_SOCKET_PATH_MAX,
         can_use_chrome_sandbox,
         dev_shm_too_small,
         is_running,

@@ -39,6 +39,7 @@ __all__ = [
     "HAVE_PGREP",
     "HAVE_PIDFD",
     "HAVE_PROCESS_GROUPS",
+    "UNIX_SOCKET_PATH_MAX",
     "can_use_chrome_sandbox",
     "dev_shm_too_small",
     "is_running",
@@ -71,6 +72,8 @@ def _can_use_pidfd() -> bool:
 
 
 HAVE_PIDFD = _can_use_pidfd()
+#: Longest usable AF_UNIX socket path (sun_path less its NUL byte).
+UNIX_SOCKET_PATH_MAX: int | None = 107
 
 
 def _open_checked(pid: int, create_time: float) -> tuple[int | None, SignalResult | None]:

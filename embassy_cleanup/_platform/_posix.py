@@ -20,6 +20,8 @@ import psutil
 from . import SignalResult
 
 HAVE_PROCESS_GROUPS = True
+#: Longest usable AF_UNIX socket path (sun_path less its NUL byte).
+UNIX_SOCKET_PATH_MAX: int | None = 103
 HAVE_PIDFD = False
 _PGREP = shutil.which("pgrep")
 HAVE_PGREP = _PGREP is not None

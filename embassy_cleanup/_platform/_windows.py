@@ -21,6 +21,8 @@ import psutil
 from . import SignalResult
 
 HAVE_PROCESS_GROUPS = False
+#: Longest usable AF_UNIX socket path (sun_path less its NUL byte).
+UNIX_SOCKET_PATH_MAX: int | None = None
 HAVE_PIDFD = False
 HAVE_PGREP = False
 _TASKKILL = shutil.which("taskkill")
