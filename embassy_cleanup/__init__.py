@@ -24,13 +24,18 @@ from ._errors import (
     StageTimeout,
 )
 from ._presets import PRESETS
+from ._records import sweep_stale
 from ._report import CleanupReport, Leftover, ProcessAction, Stage, StageResult
 from ._session import ChromeUltraAggressiveCleanup
+from ._signals import install_signal_handlers, uninstall_signal_handlers
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ChromeUltraAggressiveCleanup",
+    "sweep_stale",
+    "install_signal_handlers",
+    "uninstall_signal_handlers",
     "CleanupReport",
     "StageResult",
     "ProcessAction",

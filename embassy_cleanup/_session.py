@@ -25,7 +25,7 @@ import warnings
 import weakref
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from . import _launcher
+from . import _launcher, _watchdog
 from ._errors import CleanupIncomplete, EmbassyCleanupError, LaunchError
 from ._options import SessionOptions, validate
 from ._ownership import ProcessTracker
@@ -215,6 +215,7 @@ class ChromeUltraAggressiveCleanup:
             if target.devtools_port:
                 target.ports.add(target.devtools_port)
             procs = tracker.discover()
+            _watchdog.update_record(self._state)
         except BaseException as err:
             report = self._state.teardown()
             if isinstance(err, LaunchError) and report is not None:
@@ -233,9 +234,7 @@ class ChromeUltraAggressiveCleanup:
         return driver
 
     def _after_root_created(self) -> None:
-        """Hook for crash safety (records, watchdog); see _watchdog."""
-        from . import _watchdog
-
+        """Crash safety: the owner lock and record, the watchdog, the stale sweep."""
         _watchdog.on_session_started(self._state)
 
     def close(self) -> CleanupReport:

@@ -1,0 +1,199 @@
+"""Ownership records and the stale sweep.
+
+Each session root holds ``session.json`` (owner pid and create time, session
+id, pids, ports) and ``owner.lock``, which the owner keeps locked
+(``flock``) for the session's whole life.  The kernel drops that lock the
+moment the owner dies, however it dies, so liveness is decided without
+looking at PIDs at all, and PID reuse cannot fool it: a session whose lock
+can be taken has no live owner.
+
+``sweep_stale()`` tears down such sessions: it holds the lock while it
+works (so two sweepers never work on one session), kills by the session's
+markers and removes the dir.  It skips anything that is not a directory we
+own (other users' dirs in a shared /tmp, symlinks), and copes with records
+that are missing or half-written (the markers come from the dir name).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from . import _platform
+from ._ownership import ROOT_PREFIX, OwnedProcess, ProcessTracker
+from ._report import CleanupReport
+
+log = logging.getLogger("embassy_cleanup")
+
+RECORD_NAME = "session.json"
+LOCK_NAME = "owner.lock"
+#: A root with no lock file yet may be a session being created right now;
+#: only one older than this is treated as a crash leftover.
+YOUNG_ROOT_S = 30.0
+
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class OwnerLock:
+    """The owner's lock on one session root, held until :meth:`release`."""
+
+    def __init__(self, root: str) -> None:
+        self.path = os.path.join(root, LOCK_NAME)
+        self.fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
+        if not _platform.lock_file(self.fd, blocking=False):
+            os.close(self.fd)
+            self.fd = None
+            raise RuntimeError(f"{self.path} is locked by another process")
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)  # closing drops the lock
+
+
+def write_record(root: str, data: dict[str, Any]) -> None:
+    """Write ``session.json`` atomically (a reader never sees half of it)."""
+    tmp = os.path.join(root, f".{RECORD_NAME}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, os.path.join(root, RECORD_NAME))
+
+
+def read_record(root: str) -> dict[str, Any]:
+    """The record, or ``{}`` when it is missing, unreadable or half-written."""
+    try:
+        fd = os.open(os.path.join(root, RECORD_NAME), os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        with os.fdopen(fd, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def session_id_of(root: str) -> str | None:
+    name = os.path.basename(root.rstrip(os.sep))
+    if not name.startswith(ROOT_PREFIX):
+        return None
+    sid = name[len(ROOT_PREFIX) :]
+    return sid if sid and all(c in "0123456789abcdef" for c in sid) else None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A session root of ours found in a temp dir."""
+
+    root: str
+    session_id: str
+
+
+def find_roots(temp_root: str | None = None) -> list[Candidate]:
+    """Session roots in ``temp_root`` that are real dirs owned by us."""
+    base = temp_root if temp_root is not None else tempfile.gettempdir()
+    out = []
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return []
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    for name in names:
+        if not name.startswith(ROOT_PREFIX):
+            continue
+        root = os.path.join(base, name)
+        sid = session_id_of(root)
+        if sid is None:
+            continue
+        try:
+            st = os.lstat(root)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):  # symlinks included: never followed
+            continue
+        if uid is not None and st.st_uid != uid:  # another user's: not ours to judge
+            continue
+        out.append(Candidate(root, sid))
+    return out
+
+
+def try_lock_dead_owner(root: str) -> int | None | bool:
+    """Take the owner lock of ``root`` if its owner is dead.
+
+    Returns the locked fd (caller closes it), ``False`` when the owner is
+    alive (the lock is held), or ``None`` when there is no lock file (a
+    session being created, or one that crashed before locking).
+    """
+    try:
+        fd = os.open(os.path.join(root, LOCK_NAME), os.O_RDWR | _O_NOFOLLOW | _O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return False  # a symlink (ELOOP) or unreadable: not ours to touch
+    if _platform.lock_file(fd, blocking=False):
+        return fd
+    os.close(fd)
+    return False
+
+
+def tracker_for(root: str, session_id: str, exclude: Iterable[int] = ()) -> ProcessTracker:
+    """A tracker for a session we did not start in this process: markers from
+    the dir name, recorded pids (with create times) from the record."""
+    tracker = ProcessTracker(session_id, root, exclude=exclude)
+    record = read_record(root)
+    procs = []
+    for item in record.get("pids", []):
+        try:
+            procs.append(OwnedProcess(int(item[0]), float(item[1]), str(item[2]), "recorded"))
+        except (TypeError, ValueError, IndexError):
+            continue
+    tracker.record(procs)
+    return tracker
+
+
+def reap_orphaned(
+    root: str, session_id: str, budget: float = 5.0, exclude: Iterable[int] = ()
+) -> CleanupReport:
+    """Tear down a session whose owner is gone: kill by markers, remove the dir."""
+    from ._teardown import TeardownTarget, run_teardown
+
+    record = read_record(root)
+    tracker = tracker_for(root, session_id, exclude)
+    ports = {int(p) for p in record.get("ports", []) if isinstance(p, int)}
+    target = TeardownTarget(session_id, tracker, root, ports=ports, graceful=False)
+    return run_teardown(target, budget)
+
+
+def sweep_stale(
+    temp_root: str | None = None, budget: float = 5.0, exclude: Iterable[int] = ()
+) -> list[CleanupReport]:
+    """Tear down every session in ``temp_root`` whose owner is dead.
+
+    A live owner's session is never touched: its lock is held.  Safe to run
+    from several processes at once.  Returns one report per session swept.
+    """
+    reports = []
+    now = time.time()
+    for cand in find_roots(temp_root):
+        lock = try_lock_dead_owner(cand.root)
+        if lock is False:
+            continue
+        if lock is None:
+            try:
+                age = now - os.lstat(cand.root).st_mtime
+            except OSError:
+                continue
+            if age < YOUNG_ROOT_S:
+                continue  # probably being created right now
+        try:
+            log.info("sweeping stale session %s (owner gone): %s", cand.session_id, cand.root)
+            reports.append(reap_orphaned(cand.root, cand.session_id, budget, exclude))
+        finally:
+            if lock is not None:
+                os.close(lock)
+    return reports
