@@ -47,7 +47,7 @@ class EmbassyCleanupError(Exception):
         return (_rebuild, (type(self), self.msg, self.details))
 
 
-def _rebuild(cls: type, msg: str, details: dict[str, Any]) -> EmbassyCleanupError:
+def _rebuild(cls: type[EmbassyCleanupError], msg: str, details: dict[str, Any]) -> EmbassyCleanupError:
     err = cls.__new__(cls)
     EmbassyCleanupError.__init__(err, msg, **details)
     return err  # type: ignore[no-any-return]
@@ -67,6 +67,8 @@ class DriverNotFoundError(EmbassyCleanupError, FileNotFoundError):
 
     __module__ = "embassy_cleanup"
 
+    tried: tuple[tuple[str, str], ...]
+
     def __init__(self, msg: str, *, tried: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__(msg, tried=tuple(tried))
 
@@ -85,6 +87,7 @@ class LaunchError(EmbassyCleanupError, RuntimeError):
     """
 
     __module__ = "embassy_cleanup"
+    report: CleanupReport | None
 
     def __init__(self, msg: str, *, path: str | None = None, report: CleanupReport | None = None) -> None:
         super().__init__(msg, path=path, report=report)
@@ -112,6 +115,8 @@ class CleanupIncomplete(EmbassyCleanupError, RuntimeError):
     """Verification found leftovers.  ``report`` says which."""
 
     __module__ = "embassy_cleanup"
+
+    report: CleanupReport
 
     def __init__(self, msg: str, *, report: CleanupReport) -> None:
         super().__init__(msg, report=report)

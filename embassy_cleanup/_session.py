@@ -82,13 +82,15 @@ class _SessionState:
 
 def _finalize(state: _SessionState) -> None:
     if state.report is None and state.target is not None:
-        warnings.warn(
-            f"embassy_cleanup session {state.session_id} was not closed; tearing it down now "
-            "(use 'with ChromeUltraAggressiveCleanup(...) as driver:' or call close())",
-            ResourceWarning,
-            stacklevel=2,
-        )
-        state.teardown()
+        try:
+            warnings.warn(
+                f"embassy_cleanup session {state.session_id} was not closed; tearing it down now "
+                "(use 'with ChromeUltraAggressiveCleanup(...) as driver:' or call close())",
+                ResourceWarning,
+                stacklevel=2,
+            )
+        finally:  # a warnings filter set to "error" must not stop the teardown
+            state.teardown()
 
 
 class ChromeUltraAggressiveCleanup:

@@ -180,7 +180,8 @@ def stage_quit(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None:
         first = str(failure[0]).strip().splitlines()
         run.notes.append(f"quit raised {type(failure[0]).__name__}: {first[0] if first else ''}")
     else:
-        run.notes.append("driver.quit() returned")
+        ended = sum(1 for p in procs.values() if not p.is_running())
+        run.notes.append(f"driver.quit() returned; {ended} of {len(procs)} process(es) ended")
 
 
 # -- stage 2 ------------------------------------------------------------
