@@ -10,9 +10,9 @@ bootstrap:
 demo: bootstrap
 	$(PY) -m embassy_cleanup demo
 
-test: bootstrap
-	$(PY) -m ruff check embassy_cleanup tests
+test: lint
 	$(PY) -m pytest -ra
 
 lint: bootstrap
 	$(PY) -m ruff check embassy_cleanup tests
+	$(PY) -m mypy --ignore-missing-imports embassy_cleanup
