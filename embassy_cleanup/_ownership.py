@@ -173,10 +173,11 @@ class ProcessTracker:
             if group is not None and ctime + _CT_EPSILON >= leader.create_time:  # type: ignore[union-attr]
                 if _platform.process_group_of(pid) == group:
                     via = "group"
-            if via is None and _platform.same_user(proc):
-                if _cmdline_has(proc, self.root):
+            # An empty marker would match every process: such a key is off.
+            if via is None and (self.root or self.session_id) and _platform.same_user(proc):
+                if self.root and _cmdline_has(proc, self.root):
                     via = "cmdline"
-                elif _environ_has(proc, ENV_MARKER, self.session_id):
+                elif self.session_id and _environ_has(proc, ENV_MARKER, self.session_id):
                     via = "env"
             if via is not None:
                 found[pid] = OwnedProcess(pid, ctime, name, via)
@@ -247,21 +248,32 @@ class ProcessTracker:
         for p in waiting:
             outcome[p.pid] = "survived" if p.pid in still else "killed"
 
-        self.reap([p.pid for p in procs])
+        self.reap(procs)
         actions = [ProcessAction(p.pid, p.name, outcome[p.pid], p.via) for p in procs if p.pid in outcome]
         survivors = [a for a in actions if a.outcome in ("survived", "denied")]
         for a in actions:
             log.debug("%s pid=%d (%s, via %s)", a.outcome, a.pid, a.name, a.via)
         return actions, survivors
 
-    def reap(self, pids: Iterable[int] = ()) -> list[int]:
-        """Collect the exit status of our own children among ``pids`` (and the
-        leader).  Scoped by PID; never ``waitpid(-1)``."""
+    def reap(self, procs: Iterable[OwnedProcess] = ()) -> list[int]:
+        """Collect the exit status of our own children among ``procs`` and the
+        recorded processes.  Scoped by PID and identity: never ``waitpid(-1)``,
+        and never a PID whose create time is not the recorded one (it may now
+        be another child of the owner, whose exit status is not ours)."""
         reaped = []
         if self._popen is not None and self._popen.poll() is not None:
             reaped.append(self._popen.pid)
-        for pid in set(pids) | set(self.recorded):
+        me = os.getpid()
+        candidates = {p.pid: p for p in self.recorded.values()}
+        candidates.update((p.pid, p) for p in procs)
+        for pid, p in candidates.items():
             if self._popen is not None and pid == self._popen.pid:
+                continue
+            try:
+                proc = psutil.Process(pid)
+                if proc.ppid() != me or abs(proc.create_time() - p.create_time) >= _CT_EPSILON:
+                    continue
+            except psutil.Error:
                 continue
             if _platform.reap_child(pid):
                 reaped.append(pid)

@@ -30,7 +30,7 @@ from ._errors import CleanupIncomplete, EmbassyCleanupError, LaunchError
 from ._options import SessionOptions, validate
 from ._ownership import ProcessTracker
 from ._presets import DEFAULT_PRESET
-from ._report import CleanupReport
+from ._report import CleanupReport, Stage, StageResult
 from ._teardown import TeardownTarget, run_teardown
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,7 +66,16 @@ class _SessionState:
             if self.report is not None:
                 return self.report
             self._running_in = threading.get_ident()
-            target = self.target or TeardownTarget(self.session_id, ProcessTracker(self.session_id, ""), None)
+            target = self.target
+            if target is None:  # never started: nothing is ours, so touch nothing
+                self.report = CleanupReport(
+                    self.session_id,
+                    tuple(StageResult(st, 0.0, skipped_reason="the session never started") for st in Stage),
+                    (),
+                    0.0,
+                    passes=0,
+                )
+                return self.report
             self.report = run_teardown(target, self.opts.cleanup_timeout)
             target.driver = None  # drop the WebDriver: nothing more to say to it
             for hook in self.hooks:

@@ -70,16 +70,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         graceful=not args.fast,
         cleanup_timeout=args.cleanup_timeout,
     )
+    # With --json, stdout carries the JSON alone; progress goes to stderr.
+    out = sys.stderr if args.json else sys.stdout
     with serve_page() as url:
-        print(f"demo: serving the built-in page at {url}")
+        print(f"demo: serving the built-in page at {url}", file=out)
         with session as driver:
             print(
                 f"demo: session {session.session_id} started "
-                f"{len(session.pids)} process(es) in {session.root}"
+                f"{len(session.pids)} process(es) in {session.root}",
+                file=out,
             )
             outcome = bot_job(driver, url)
-            print(f"demo: page title: {outcome['title']!r}")
-            print(f"demo: form result: {outcome['result']!r}")
+            print(f"demo: page title: {outcome['title']!r}", file=out)
+            print(f"demo: form result: {outcome['result']!r}", file=out)
     report = session.report
     assert report is not None
     if args.json:

@@ -116,10 +116,13 @@ def wait_gone(procs: Sequence[tuple[int, float]], timeout: float) -> set[int]:
     deadline = time.monotonic() + max(0.0, timeout)
     fds: dict[int, int] = {}
     alive: set[int] = set()
+    unpinned: list[tuple[int, float]] = []  # pidfd_open failed (EMFILE...): poll those
     try:
         for pid, ct in procs:
-            fd, _ = _open_checked(pid, ct)
+            fd, result = _open_checked(pid, ct)
             if fd is None:
+                if result is SignalResult.DENIED:
+                    unpinned.append((pid, ct))
                 continue
             fds[fd] = pid
             alive.add(pid)
@@ -134,6 +137,8 @@ def wait_gone(procs: Sequence[tuple[int, float]], timeout: float) -> set[int]:
                 poller.unregister(fd)
                 pid = fds[fd]
                 alive.discard(pid)
+        if unpinned:
+            alive |= _posix_wait_gone(unpinned, max(0.0, deadline - time.monotonic()))
         return alive
     finally:
         for fd in fds:

@@ -25,6 +25,7 @@ UNIX_SOCKET_PATH_MAX: int | None = 103
 HAVE_PIDFD = False
 _PGREP = shutil.which("pgrep")
 HAVE_PGREP = _PGREP is not None
+_ERE_SPECIAL = set("\\.^$|?*+()[]{}")
 
 
 def _identity_matches(pid: int, create_time: float) -> bool | None:
@@ -105,8 +106,10 @@ def process_group_of(pid: int) -> int | None:
 def os_find_by_marker(marker: str) -> list[int]:
     if _PGREP is None:
         return []
+    # pgrep takes an extended regex: match the marker literally.
+    pattern = "".join("\\" + c if c in _ERE_SPECIAL else c for c in marker)
     out = subprocess.run(
-        [_PGREP, "-u", str(os.getuid()), "-f", "--", marker],
+        [_PGREP, "-u", str(os.getuid()), "-f", "--", pattern],
         capture_output=True,
         text=True,
         check=False,

@@ -1,0 +1,142 @@
+"""The ``embassy-cleanup`` command: help, usage errors, the console script,
+and the demo against real Chrome."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import psutil
+import pytest
+
+import embassy_cleanup
+from embassy_cleanup import Stage
+from tests import _helpers as h
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "embassy_cleanup", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **env},
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_help_should_describe_the_command_and_list_demo():
+    out = run_cli("--help")
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: embassy-cleanup")
+    assert "Chrome under Selenium that leaves nothing behind" in out.stdout
+    assert "demo" in out.stdout
+
+
+def test_demo_help_should_describe_the_demo_its_options_and_exit_status():
+    out = run_cli("demo", "--help")
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: embassy-cleanup demo")
+    for text in ("built-in page", "cleanup report", "--json", "--preset", "--fast", "--cleanup-timeout"):
+        assert text in out.stdout, text
+    assert "0 clean, 1 leftovers, 2" in " ".join(out.stdout.split())
+
+
+def test_version_should_print_the_package_version():
+    out = run_cli("--version")
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"embassy-cleanup {embassy_cleanup.__version__}"
+
+
+@pytest.mark.parametrize("args", [("frobnicate",), ()], ids=["unknown", "missing"])
+def test_a_bad_command_should_exit_2_with_usage_on_stderr(args):
+    out = run_cli(*args)
+
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert "usage: embassy-cleanup" in out.stderr
+    if args:
+        assert "invalid choice: 'frobnicate'" in out.stderr
+
+
+def test_demo_should_exit_2_naming_a_bad_option():
+    out = run_cli("demo", "--cleanup-timeout", "0")
+
+    assert out.returncode == 2
+    assert "embassy-cleanup: error:" in out.stderr
+    assert "cleanup_timeout" in out.stderr
+
+
+def test_demo_should_exit_2_naming_where_a_missing_chromedriver_came_from(tmp_path):
+    missing = str(tmp_path / "chromedriver")
+
+    out = run_cli("demo", CHROMEDRIVER_PATH=missing)
+
+    assert out.returncode == 2
+    assert "embassy-cleanup: error:" in out.stderr
+    assert missing in out.stderr and "CHROMEDRIVER_PATH" in out.stderr
+
+
+def test_console_script_should_be_installed_with_the_interpreter():
+    script = Path(sysconfig.get_path("scripts")) / "embassy-cleanup"
+
+    assert script.is_file() and os.access(script, os.X_OK), f"no console script at {script}"
+    out = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"embassy-cleanup {embassy_cleanup.__version__}"
+
+
+def _watchdogs_of(owner: int) -> list[psutil.Process]:
+    """The demo's watchdog (``-m embassy_cleanup._watchdog OWNER ...``), keyed on the demo's PID."""
+    out = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "embassy_cleanup._watchdog" in cmd and str(owner) in cmd:
+            out.append(proc)
+    return out
+
+
+@pytest.mark.chrome
+def test_demo_should_exit_0_with_a_clean_six_stage_report_and_leave_nothing():
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "embassy_cleanup", "demo", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        stdout, stderr = demo.communicate(timeout=120)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.communicate()
+
+    assert demo.returncode == 0, stderr
+    report = json.loads(stdout)  # with --json, stdout is the JSON alone; progress is on stderr
+    assert report["ok"] is True, report
+    assert report["leftovers"] == []
+    assert [s["stage"] for s in report["stages"]] == [s.value for s in Stage]
+
+    # The session lived in the system temp dir, outside the leak guard's view: check it here.
+    (root,) = [p for s in report["stages"] for p in s["removed"]]
+    assert os.path.basename(root) == f"embassy_cleanup-{report['session_id']}"
+    assert f"in {root}" in stderr
+    assert not os.path.lexists(root)
+    leftovers = h.processes_under(root)
+    h.kill_all(leftovers)
+    assert [p.pid for p in leftovers] == []
+    gone = h.wait_until(lambda: not _watchdogs_of(demo.pid), timeout=10)
+    watchdogs = _watchdogs_of(demo.pid)
+    h.kill_all(watchdogs)
+    assert gone, f"the demo's watchdog outlived it: {[p.pid for p in watchdogs]}"

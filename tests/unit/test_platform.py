@@ -1,0 +1,233 @@
+"""The platform layer on real processes: signals, waiting, reaping, locks and
+the capability checks.  The POSIX backend's own signal/wait functions are run
+too where the host backend replaces them (Linux: pidfds)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from embassy_cleanup import _platform
+from embassy_cleanup._platform import SignalResult
+from tests import _helpers as h
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="exercises the POSIX backends")
+
+if os.name == "posix":
+    from embassy_cleanup._platform import _posix
+
+    BACKENDS = [pytest.param(_platform, id="host"), pytest.param(_posix, id="posix")]
+else:  # pragma: no cover
+    BACKENDS = []
+
+
+def identity(popen: subprocess.Popen) -> tuple[int, float]:
+    return popen.pid, psutil.Process(popen.pid).create_time()
+
+
+def is_zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("force", [False, True], ids=["term", "kill"])
+def test_signal_process_should_report_a_gone_pid_as_gone(backend, force, spawn):
+    child = spawn()
+    pid, ct = identity(child)
+    child.kill()
+    child.wait()
+
+    assert backend.signal_process(pid, ct, force) is SignalResult.GONE
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_signal_process_should_send_to_the_right_process(backend, spawn):
+    child = spawn()
+    pid, ct = identity(child)
+
+    assert backend.signal_process(pid, ct, force=False) is SignalResult.SENT
+
+    assert child.wait(timeout=10) == -signal.SIGTERM
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_signal_process_should_refuse_a_pid_with_another_create_time(backend, spawn):
+    child = spawn()
+    pid, ct = identity(child)
+
+    assert backend.signal_process(pid, ct + 5.0, force=True) is SignalResult.REUSED
+
+    assert not h.wait_until(lambda: child.poll() is not None, timeout=0.3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_wait_gone_should_return_the_pids_still_running_after_the_timeout(backend, spawn):
+    a, b = spawn(), spawn()
+    procs = [identity(a), identity(b)]
+
+    assert backend.wait_gone(procs, 0.05) == {a.pid, b.pid}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_wait_gone_should_return_nothing_once_they_exited(backend, spawn):
+    a, b = spawn(), spawn()
+    procs = [identity(a), identity(b)]
+    b.kill()
+    b.wait()
+    a.kill()  # left unreaped: a zombie counts as gone
+
+    assert backend.wait_gone(procs, 10.0) == set()
+    assert is_zombie(a.pid)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_is_running_should_be_false_for_a_zombie_and_a_reused_pid(backend, spawn):
+    child = spawn()
+    pid, ct = identity(child)
+    assert backend.is_running(pid, ct)
+    assert not backend.is_running(pid, ct - 5.0)
+
+    child.kill()
+    assert h.wait_until(lambda: is_zombie(pid), timeout=10)
+
+    assert not backend.is_running(pid, ct)
+
+
+def test_reap_child_should_refuse_a_process_that_is_not_our_child():
+    assert _platform.reap_child(os.getppid()) is False
+
+
+def test_reap_child_should_leave_a_running_child_alone(spawn):
+    child = spawn()
+
+    assert _platform.reap_child(child.pid) is False
+    assert child.poll() is None
+
+
+def test_reap_child_should_collect_an_exited_child(spawn):
+    child = spawn()
+    child.kill()
+    assert h.wait_until(lambda: is_zombie(child.pid), timeout=10)
+
+    assert _platform.reap_child(child.pid) is True
+    assert not is_zombie(child.pid)
+
+
+def test_new_session_popen_kw_should_start_a_child_leading_its_own_group():
+    child = subprocess.Popen(
+        [sys.executable, "-S", "-c", "import sys; sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        **_platform.new_session_popen_kw(),
+    )
+    try:
+        assert _platform.process_group_of(child.pid) == child.pid != os.getpgid(0)
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=10)
+
+
+@pytest.mark.skipif(not _platform.HAVE_PGREP, reason="no pgrep")
+def test_os_find_by_marker_should_find_a_process_by_its_command_line(spawn):
+    marker = os.path.join(h.SESSIONS_ROOT, "embassy_cleanup-find-me")
+    marked, unmarked = spawn(marker), spawn()
+
+    found = _platform.os_find_by_marker(marker)
+
+    assert marked.pid in found
+    assert unmarked.pid not in found
+    assert os.getpid() not in found
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_can_use_chrome_sandbox_should_be_false_as_root():
+    assert _platform.can_use_chrome_sandbox() is False
+
+
+def test_dev_shm_too_small_should_return_a_bool():
+    assert isinstance(_platform.dev_shm_too_small(), bool)
+
+
+def test_same_user_should_accept_our_own_process():
+    assert _platform.same_user(psutil.Process()) is True
+
+
+def test_lock_file_should_refuse_a_second_open_file_while_the_first_holds_it(tmp_path):
+    path = tmp_path / "lock"
+    path.touch()
+    with open(path, "rb") as first, open(path, "rb") as second:
+        assert _platform.lock_file(first.fileno(), blocking=False) is True
+        assert _platform.lock_file(second.fileno(), blocking=False) is False
+
+        _platform.unlock_file(first.fileno())
+
+        assert _platform.lock_file(second.fileno(), blocking=False) is True
+        assert _platform.lock_file(first.fileno(), blocking=False) is False
+        _platform.unlock_file(second.fileno())
+
+
+_HOLD_LOCK = """
+import sys
+from embassy_cleanup import _platform
+fh = open(sys.argv[1], "rb")
+assert _platform.lock_file(fh.fileno(), blocking=False)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_lock_file_should_be_dropped_by_the_kernel_when_the_holder_dies(tmp_path):
+    path = tmp_path / "lock"
+    path.touch()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        with open(path, "rb") as mine:
+            assert _platform.lock_file(mine.fileno(), blocking=False) is False
+
+            holder.kill()
+            holder.wait(timeout=10)
+
+            assert _platform.lock_file(mine.fileno(), blocking=False) is True
+            _platform.unlock_file(mine.fileno())
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
+        for stream in (holder.stdin, holder.stdout):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.mark.skipif(not _platform.HAVE_PGREP, reason="no pgrep")
+def test_os_find_by_marker_should_take_the_marker_literally(spawn):
+    marker = os.path.join(h.SESSIONS_ROOT, "run (1) [a]+", "embassy_cleanup-find-me")
+    marked = spawn(marker)
+
+    assert marked.pid in _platform.os_find_by_marker(marker)
+
+
+@pytest.mark.skipif(not _platform.HAVE_PIDFD, reason="no pidfds here")
+def test_wait_gone_should_not_count_a_running_process_as_gone_when_out_of_file_descriptors(
+    spawn, monkeypatch
+):
+    child = spawn()
+    procs = [identity(child)]
+
+    def out_of_fds(pid: int, flags: int = 0) -> int:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(os, "pidfd_open", out_of_fds)
+
+    assert _platform.wait_gone(procs, 0.05) == {child.pid}
