@@ -96,12 +96,15 @@ def resolve_driver(explicit: str | None) -> tuple[str, str]:
     raise DriverNotFoundError(f"chromedriver not found; {fix}", tried=tried)
 
 
-def resolve_binary(explicit: str | None) -> str | None:
-    """The Chrome binary: ``binary=``, ``$CHROME_BINARY``, then the usual names
-    on PATH.  None lets chromedriver use its own default."""
+def resolve_binary(explicit: str | None, from_options: str | None = None) -> str | None:
+    """The Chrome binary: ``binary=``, the ``binary_location`` of ``options=``,
+    ``$CHROME_BINARY``, then the usual names on PATH.  None lets chromedriver
+    use its own default."""
     fix = "install chromium (Debian) or pass binary="
     if explicit is not None:
         return _check_executable(explicit, "binary=", "Chrome", fix)
+    if from_options:
+        return _check_executable(from_options, "options.binary_location", "Chrome", fix)
     env_path = os.environ.get(BINARY_ENV)
     if env_path:
         return _check_executable(env_path, f"${BINARY_ENV}", "Chrome", fix)
@@ -257,8 +260,6 @@ def start_driver(
         options.add_argument(arg)
     if binary is not None:
         options.binary_location = binary
-    elif opts.options is not None and opts.options.binary_location:
-        options.binary_location = opts.options.binary_location
 
     service = _service_class()(
         executable_path=driver_path,

@@ -53,7 +53,8 @@ class OwnedProcess:
     """A process of ours: ``(pid, create_time)`` is its identity.
 
     ``via`` says how we know it is ours: ``started`` (we spawned it),
-    ``recorded``, ``descendant``, ``group``, ``cmdline`` or ``env``.
+    ``recorded``, ``descendant``, ``group``, ``cmdline``, ``env``, or
+    ``os-tool`` (found by the OS's own search in the os-kill stage).
     """
 
     pid: int

@@ -52,10 +52,21 @@ class OwnerLock:
             self.fd = None
             raise RuntimeError(f"{self.path} is locked by another process")
 
-    def release(self) -> None:
+    def forget(self) -> None:
+        """Close this copy of the fd without unlocking (a fork()ed child's copy:
+        the parent's lock stays held)."""
         if self.fd is not None:
             fd, self.fd = self.fd, None
-            os.close(fd)  # closing drops the lock
+            os.close(fd)
+
+    def release(self) -> None:
+        """Unlock and close: the owner is done with the session."""
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            try:
+                _platform.unlock_file(fd)  # explicit: a stray fork()ed copy must not hold it
+            finally:
+                os.close(fd)
 
 
 def write_record(root: str, data: dict[str, Any]) -> None:

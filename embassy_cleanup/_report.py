@@ -52,7 +52,7 @@ class ProcessAction:
 class Leftover:
     """Something of the session that verification still found."""
 
-    kind: str  # "process", "zombie", "port", "dir"
+    kind: str  # "process", "zombie", "port", "dir", or "unverified" (verify itself failed)
     detail: str
     pid: int | None = None
 

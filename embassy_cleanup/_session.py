@@ -18,6 +18,7 @@ context manager):
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import threading
 import time
@@ -48,6 +49,7 @@ class _SessionState:
 
     def __init__(self, session_id: str, opts: SessionOptions) -> None:
         self.session_id = session_id
+        self.owner_pid = os.getpid()
         self.opts = opts
         self.target: TeardownTarget | None = None
         self.report: CleanupReport | None = None
@@ -56,7 +58,14 @@ class _SessionState:
         self._running_in: int | None = None
 
     def teardown(self) -> CleanupReport | None:
-        """Run the staged teardown once; return its report."""
+        """Run the staged teardown once; return its report.
+
+        Only in the process that started the session: a ``fork()``-ed child
+        inherits the session object, and its exit (finalizers, signal
+        handlers) must not tear down its parent's browser.
+        """
+        if os.getpid() != self.owner_pid:
+            return None
         if not self._lock.acquire(blocking=False):
             if self._running_in == threading.get_ident():
                 return None  # re-entered from a signal handler: the outer call finishes
@@ -90,7 +99,7 @@ class _SessionState:
 
 
 def _finalize(state: _SessionState) -> None:
-    if state.report is None and state.target is not None:
+    if state.report is None and state.target is not None and os.getpid() == state.owner_pid:
         try:
             warnings.warn(
                 f"embassy_cleanup session {state.session_id} was not closed; tearing it down now "
@@ -209,7 +218,9 @@ class ChromeUltraAggressiveCleanup:
         t0 = time.monotonic()
         # Resolve first: a bad driver or binary path fails before anything exists.
         driver_path, driver_src = _launcher.resolve_driver(opts.driver_path)
-        binary = _launcher.resolve_binary(opts.binary)
+        binary = _launcher.resolve_binary(
+            opts.binary, opts.options.binary_location if opts.options is not None else None
+        )
         paths = _launcher.make_session_root(opts.temp_root, self.session_id)
         tracker = ProcessTracker(self.session_id, paths.root)
         target = TeardownTarget(self.session_id, tracker, paths.root, graceful=opts.graceful)

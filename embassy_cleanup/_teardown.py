@@ -62,7 +62,6 @@ class TeardownTarget:
     driver: Any = None
     graceful: bool = True
     devtools_port: int | None = None
-    root_expected: bool = True  # False: we never created it (adopted drivers)
 
 
 class _Clock:
@@ -147,7 +146,7 @@ def _unresponsive_reason(target: TeardownTarget, procs: dict[int, OwnedProcess])
 
 def stage_quit(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None:
     if target.driver is None:
-        run.skipped = "no driver (start-up did not get that far)"
+        run.skipped = "no WebDriver to quit (its owner is gone, or start-up did not get that far)"
         return
     if not target.graceful:
         run.skipped = "graceful=False"

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import select
+import queue
 import subprocess
 import sys
 import threading
@@ -75,6 +75,13 @@ class _WatchdogClient:
         self._wfd = None
         self.proc = None
         self._owner = os.getpid()
+        # Nor keep the parent's owner locks: closing our copies leaves the
+        # parent's locks in place (flock holds until the last copy closes),
+        # and a sweep then sees the parent's sessions exactly as it should.
+        for state in list(_live.values()):
+            for hook in state.hooks:
+                if isinstance(hook, _CrashSafetyHook) and hook.lock is not None:
+                    hook.lock.forget()
 
     def _start(self) -> None:
         owner = psutil.Process()
@@ -123,6 +130,11 @@ class _WatchdogClient:
                 if message.get("op") != "add":
                     return None
                 self._start()
+                # A replacement watchdog must also learn the sessions the
+                # dead one was guarding.
+                for state in live_sessions():
+                    if state.opts.watchdog and state.session_id != message.get("sid"):
+                        os.write(self._wfd, _add_message(state))  # type: ignore[arg-type]
             assert self._wfd is not None and self.proc is not None
             os.write(self._wfd, line)  # < PIPE_BUF: atomic
             return self.proc.pid
@@ -130,6 +142,10 @@ class _WatchdogClient:
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
+
+
+def _add_message(state: Any) -> bytes:
+    return (json.dumps({"op": "add", "sid": state.session_id, "root": state.target.root}) + "\n").encode()
 
 
 def _watchdog_log() -> Any:
@@ -252,29 +268,44 @@ def _reap_session(sid: str, root: str) -> None:
             os.close(lock)
 
 
+def _read_pipe(fd: int, chunks: queue.Queue[bytes]) -> None:
+    """Blocking reads in a thread: portable where select() on a pipe is not."""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            chunk = b""
+        chunks.put(chunk)
+        if not chunk:
+            return
+
+
 def serve(owner_pid: int, owner_create_time: float, fd: int = 0) -> int:
     """The watchdog's loop: track registrations until the owner is gone."""
     sessions: dict[str, str] = {}
+    chunks: queue.Queue[bytes] = queue.Queue()
+    threading.Thread(target=_read_pipe, args=(fd, chunks), daemon=True).start()
     buf = b""
     while True:
-        ready, _, _ = select.select([fd], [], [], OWNER_POLL_S)
-        if ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break  # EOF: the owner is gone
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for raw in lines:
-                try:
-                    msg = json.loads(raw)
-                except ValueError:
-                    continue
-                if msg.get("op") == "add" and isinstance(msg.get("root"), str):
-                    sessions[str(msg["sid"])] = msg["root"]
-                elif msg.get("op") == "remove":
-                    sessions.pop(str(msg.get("sid")), None)
-        elif not _owner_alive(owner_pid, owner_create_time):
-            break
+        try:
+            chunk = chunks.get(timeout=OWNER_POLL_S)
+        except queue.Empty:
+            if not _owner_alive(owner_pid, owner_create_time):
+                break
+            continue
+        if not chunk:
+            break  # EOF: the owner is gone
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for raw in lines:
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                continue
+            if msg.get("op") == "add" and isinstance(msg.get("root"), str):
+                sessions[str(msg["sid"])] = msg["root"]
+            elif msg.get("op") == "remove":
+                sessions.pop(str(msg.get("sid")), None)
     for sid, root in sessions.items():
         try:
             _reap_session(sid, root)
