@@ -42,15 +42,27 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 class OwnerLock:
-    """The owner's lock on one session root, held until :meth:`release`."""
+    """The owner's lock on one session root, held until :meth:`release`.
+
+    ``owner.lock`` appears already locked: the lock is taken on a private
+    temp file that is then hard-linked into place, so a sweep can never find
+    the file unlocked while its session is starting.
+    """
 
     def __init__(self, root: str) -> None:
         self.path = os.path.join(root, LOCK_NAME)
-        self.fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
-        if not _platform.lock_file(self.fd, blocking=False):
-            os.close(self.fd)
-            self.fd = None
-            raise RuntimeError(f"{self.path} is locked by another process")
+        tmp = os.path.join(root, f".{LOCK_NAME}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
+        try:
+            if not _platform.lock_file(fd, blocking=False):
+                raise RuntimeError(f"{tmp} is locked by another process")
+            os.link(tmp, self.path)  # EEXIST if someone else owns this root
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            os.unlink(tmp)
+        self.fd: int | None = fd
 
     def forget(self) -> None:
         """Close this copy of the fd without unlocking (a fork()ed child's copy:
@@ -146,17 +158,27 @@ def try_lock_dead_owner(root: str) -> int | None | bool:
         return None
     except OSError:
         return False  # a symlink (ELOOP) or unreadable: not ours to touch
-    if _platform.lock_file(fd, blocking=False):
-        return fd
-    os.close(fd)
-    return False
+    if not _platform.lock_file(fd, blocking=False):
+        os.close(fd)
+        return False
+    # Another sweeper may have locked, swept and deleted this file between our
+    # open() and our lock: then we hold a lock on a file that is gone.
+    try:
+        st, now = os.fstat(fd), os.lstat(os.path.join(root, LOCK_NAME))
+        same = st.st_nlink > 0 and (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino)
+    except OSError:
+        same = False
+    if not same:
+        os.close(fd)
+        return False
+    return fd
 
 
 def tracker_for(root: str, session_id: str, exclude: Iterable[int] = ()) -> ProcessTracker:
     """A tracker for a session we did not start in this process: markers from
     the dir name, recorded pids (with create times) from the record."""
     tracker = ProcessTracker(session_id, root, exclude=exclude)
-    record = read_record(root)
+    record = read_record(root) if root else {}
     procs = []
     for item in record.get("pids", []):
         try:
@@ -168,13 +190,20 @@ def tracker_for(root: str, session_id: str, exclude: Iterable[int] = ()) -> Proc
 
 
 def reap_orphaned(
-    root: str, session_id: str, budget: float = 5.0, exclude: Iterable[int] = ()
+    root: str | None, session_id: str, budget: float = 5.0, exclude: Iterable[int] = ()
 ) -> CleanupReport:
-    """Tear down a session whose owner is gone: kill by markers, remove the dir."""
+    """Tear down a session whose owner is gone: kill by markers, remove the dir.
+
+    ``root`` may be None when the dir is already gone; the env marker and the
+    recorded pids still find the processes.
+    """
     from ._teardown import TeardownTarget, run_teardown
 
-    record = read_record(root)
-    tracker = tracker_for(root, session_id, exclude)
+    if not session_id:
+        raise ValueError("reap_orphaned needs a session id: an empty marker would match everything")
+    root = root or None
+    record = read_record(root) if root else {}
+    tracker = tracker_for(root or "", session_id, exclude)
     ports = {int(p) for p in record.get("ports", []) if isinstance(p, int)}
     target = TeardownTarget(session_id, tracker, root, ports=ports, graceful=False)
     return run_teardown(target, budget)

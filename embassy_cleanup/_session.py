@@ -86,6 +86,7 @@ class _SessionState:
                 )
                 return self.report
             self.report = run_teardown(target, self.opts.cleanup_timeout)
+            _release_driver(target.driver)
             target.driver = None  # drop the WebDriver: nothing more to say to it
             for hook in self.hooks:
                 try:
@@ -96,6 +97,31 @@ class _SessionState:
         finally:
             self._running_in = None
             self._lock.release()
+
+
+def _release_driver(driver: Any) -> None:
+    """Close what the WebDriver still holds once its processes are dead: the
+    HTTP connection to chromedriver and chromedriver's pipes.  ``quit()`` does
+    this itself; when it was skipped (graceful=False, a frozen browser) they
+    would stay open until garbage collection, and a long-running owner's fds
+    would grow with every session."""
+    if driver is None:
+        return
+    try:
+        driver.command_executor.close()
+    except Exception as err:  # best effort: the processes are already gone
+        log.debug("closing the WebDriver connection: %s", err)
+    proc = getattr(getattr(driver, "service", None), "process", None)
+    for stream in (
+        getattr(proc, "stdin", None),
+        getattr(proc, "stdout", None),
+        getattr(proc, "stderr", None),
+    ):
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception as err:
+                log.debug("closing a chromedriver pipe: %s", err)
 
 
 def _finalize(state: _SessionState) -> None:

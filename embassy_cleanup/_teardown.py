@@ -227,7 +227,7 @@ def stage_ports(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None:
 def stage_os_kill(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None:
     import psutil
 
-    if target.root is None:
+    if not target.root:  # never search or delete with an empty marker
         run.skipped = "no session marker to search for"
         return
     if _platform.PLATFORM == "windows":
@@ -287,7 +287,7 @@ def _remove_tree(path: str, attempts: int = 5) -> str | None:
 
 
 def stage_profile(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None:
-    if target.root is None:
+    if not target.root:  # never search or delete with an empty marker
         run.skipped = "the session created no dir"
         return
     if not os.path.lexists(target.root):

@@ -1,0 +1,210 @@
+"""An owner process for the crash tests, run in a child interpreter.
+
+It starts ``--sessions`` sessions in ``--temp-root`` (from the main thread, or
+from a worker thread that has exited before anything is printed), opens a
+``data:`` page in each, prints one JSON line describing itself, then serves
+one-line commands on stdin, answering each with one JSON line:
+
+``title I``  the title of session I's current page
+``get I``    open another ``data:`` page in session I
+``close I``  close session I; the answer carries its report
+``info``     the description again (watchdog pid as it is now)
+``exit``     return from ``main()`` (exit status 0); EOF on stdin does the same
+
+The description::
+
+    {"pid": ..., "create_time": ..., "watchdog_pid": ... or null,
+     "sessions": [{"index", "sid", "root", "pids": {"<pid>": create_time},
+                   "ports", "watchdog_pid"}]}
+
+``watchdog_pid`` per session is what ``embassy_cleanup._watchdog.watchdog_pid()``
+said right after that session started.  Logging (INFO) goes to stderr.
+
+``--signal-handlers`` calls ``install_signal_handlers()``; ``--app-handler``
+first installs an application SIGTERM handler that prints what it sees
+(``{"app_handler": signum, "closed": [...], "ok": [...], "roots_exist": [...]}``)
+and exits with status ``APP_HANDLER_EXIT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+import psutil
+from selenium.webdriver import ChromeOptions
+
+from embassy_cleanup import ChromeUltraAggressiveCleanup, install_signal_handlers
+from embassy_cleanup._watchdog import watchdog_pid
+
+APP_HANDLER_EXIT = 7
+
+
+def emit(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def page(text: str) -> str:
+    return f"data:text/html,<title>{text}</title><p>{text}</p>"
+
+
+def wait_title(driver, title: str, timeout: float = 30.0) -> str:
+    end = time.monotonic() + timeout
+    while True:
+        current = driver.title
+        if current == title or time.monotonic() >= end:
+            return current
+        time.sleep(0.02)
+
+
+class Owner:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.cleanups: list[ChromeUltraAggressiveCleanup] = []
+        self.drivers: list = []
+        self.described: list[dict] = []
+
+    def start_one(self, index: int) -> None:
+        args = self.args
+        options = ChromeOptions()
+        options.page_load_strategy = "none"  # the first load sometimes stalls 5 s; we poll the title
+        kwargs = {
+            "temp_root": args.temp_root,
+            "watchdog": not args.no_watchdog,
+            "graceful": not args.no_graceful,
+            "cleanup_timeout": 10,
+            "options": options,
+        }
+        if args.preset:
+            kwargs["preset"] = args.preset
+        cleanup = ChromeUltraAggressiveCleanup(**kwargs)
+        driver = cleanup.start()
+        self.cleanups.append(cleanup)
+        self.drivers.append(driver)
+        driver.get(page(f"owner-{index}"))
+        wait_title(driver, f"owner-{index}")
+        pids = {}
+        for pid in cleanup.pids:
+            try:
+                pids[str(pid)] = psutil.Process(pid).create_time()
+            except psutil.NoSuchProcess:
+                continue
+        self.described.append(
+            {
+                "index": index,
+                "sid": cleanup.session_id,
+                "root": cleanup.root,
+                "pids": pids,
+                "ports": sorted(cleanup.ports),
+                "watchdog_pid": watchdog_pid(),
+            }
+        )
+
+    def start_all(self) -> None:
+        for i in range(self.args.sessions):
+            self.start_one(i)
+
+    def describe(self) -> dict:
+        me = psutil.Process()
+        return {
+            "pid": me.pid,
+            "create_time": me.create_time(),
+            "watchdog_pid": watchdog_pid(),
+            "thread": self.args.thread,
+            "sessions": self.described,
+        }
+
+    def app_handler(self, signum, frame) -> None:
+        emit(
+            {
+                "app_handler": signum,
+                "closed": [c.report is not None for c in self.cleanups],
+                "ok": [c.report.ok if c.report is not None else None for c in self.cleanups],
+                "roots_exist": [os.path.lexists(d["root"]) for d in self.described],
+            }
+        )
+        sys.exit(APP_HANDLER_EXIT)
+
+    def serve(self) -> int:
+        for line in sys.stdin:
+            words = line.split()
+            if not words:
+                continue
+            op, rest = words[0], words[1:]
+            try:
+                if op == "exit":
+                    return 0
+                if op == "info":
+                    emit(self.describe())
+                elif op == "title":
+                    emit({"title": self.drivers[int(rest[0])].title})
+                elif op == "get":
+                    i = int(rest[0])
+                    self.drivers[i].get(page(rest[1]))
+                    emit({"title": wait_title(self.drivers[i], rest[1])})
+                elif op == "close":
+                    report = self.cleanups[int(rest[0])].close()
+                    emit(
+                        {
+                            "closed": int(rest[0]),
+                            "ok": report.ok,
+                            "killed": [a.pid for a in report.killed],
+                            "report": str(report),
+                        }
+                    )
+                else:
+                    emit({"error": f"unknown command {op!r}"})
+            except Exception as err:  # report it to the test; keep serving
+                emit({"error": f"{type(err).__name__}: {err}"})
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--temp-root", required=True)
+    parser.add_argument("--sessions", type=int, default=1)
+    parser.add_argument("--no-watchdog", action="store_true")
+    parser.add_argument("--no-graceful", action="store_true")
+    parser.add_argument("--preset", default=None)
+    parser.add_argument("--thread", action="store_true", help="start the sessions in a worker thread")
+    parser.add_argument("--signal-handlers", action="store_true")
+    parser.add_argument("--app-handler", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+
+    owner = Owner(args)
+    if args.app_handler:
+        signal.signal(signal.SIGTERM, owner.app_handler)
+    if args.signal_handlers:
+        install_signal_handlers()
+
+    if args.thread:
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                owner.start_all()
+            except BaseException as err:  # re-raised in the main thread
+                failure.append(err)
+
+        worker = threading.Thread(target=work, name="owner-starter")
+        worker.start()
+        worker.join()
+        if failure:
+            raise failure[0]
+        assert not worker.is_alive()
+    else:
+        owner.start_all()
+    emit(owner.describe())
+    return owner.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Long-running owners (issue 3, sections 1, 3 and 4):
+
+* a session started in a short-lived worker thread keeps its browser (no
+  ``PR_SET_PDEATHSIG``, which would fire when that *thread* exits);
+* the owner's file descriptors and threads do not grow across sessions;
+* a soak of sequential sessions leaves nothing, and no zombie children;
+* the opt-in ``install_signal_handlers()`` tears down in-process on SIGTERM,
+  then lets the signal (or the application's own handler) have its way.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import threading
+import time
+
+import pytest
+from selenium.webdriver import ChromeOptions
+
+from embassy_cleanup import ChromeUltraAggressiveCleanup
+from tests import _helpers as h
+
+pytestmark = pytest.mark.chrome
+
+SOAK_SESSIONS = 50
+
+
+def _page(text: str) -> str:
+    return f"data:text/html,<title>{text}</title>"
+
+
+def _fast_options() -> ChromeOptions:
+    # Chrome's first navigation sometimes stalls ~5 s before it returns; with
+    # "none" get() returns at once and we poll the title instead.
+    options = ChromeOptions()
+    options.page_load_strategy = "none"
+    return options
+
+
+def _open(driver, text: str) -> None:
+    driver.get(_page(text))
+    assert h.wait_until(lambda: driver.title == text, timeout=30), f"page {text!r} did not load"
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+# -- threads ----------------------------------------------------------------------
+def test_a_session_started_in_a_worker_thread_keeps_its_browser_after_the_thread_exits(crash, session_kwargs):
+    box = {}
+
+    def work():
+        cleanup = ChromeUltraAggressiveCleanup(**session_kwargs, options=_fast_options())
+        box["cleanup"] = cleanup
+        box["driver"] = cleanup.start()
+        _open(box["driver"], "from-thread")
+
+    worker = threading.Thread(target=work, name="short-lived-starter")
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive()
+    cleanup, driver = box["cleanup"], box["driver"]
+    try:
+        snap = crash.snapshot({"root": cleanup.root, "pids": {}})
+        assert len(crash.running(snap)) >= 5
+        # a parent-death signal tied to the thread would strike right now
+        lost = h.wait_until(lambda: crash.running(snap) != sorted(snap), timeout=0.5)
+        assert not lost, f"the browser lost processes when its starting thread exited: {crash.running(snap)}"
+        assert driver.title == "from-thread"
+        _open(driver, "from-main")
+    finally:
+        report = cleanup.close()
+    assert report.ok, str(report)
+    assert crash.gone({cleanup.root or "": snap})
+
+
+# -- fds and threads ---------------------------------------------------------------
+def _count_over_sessions(session_kwargs, n: int, measure_at: tuple[int, int], **kwargs):
+    """Run ``n`` sessions with the garbage collector off (so only what the
+    library closes itself counts); return {session: (fds, threads)}."""
+    counts = {}
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for i in range(1, n + 1):
+            cleanup = ChromeUltraAggressiveCleanup(**session_kwargs, options=_fast_options(), **kwargs)
+            with cleanup as driver:
+                _open(driver, f"s{i}")
+            assert cleanup.report.ok, str(cleanup.report)
+            if i in measure_at:
+                counts[i] = (_fd_count(), threading.active_count())
+    finally:
+        if was_enabled:
+            gc.enable()
+        gc.collect()
+    return counts
+
+
+def test_the_owners_fds_and_threads_do_not_grow_over_20_sessions(session_kwargs):
+    counts = _count_over_sessions(session_kwargs, 20, (2, 20))
+    (fds2, threads2), (fds20, threads20) = counts[2], counts[20]
+    print(f"\n[long-running] after session 2: {fds2} fds, {threads2} threads; after 20: {fds20}, {threads20}")
+    assert threads20 <= threads2, f"threads grew from {threads2} to {threads20}"
+    assert fds20 <= fds2 + 2, f"open fds grew from {fds2} to {fds20}"
+
+
+def test_graceful_false_sessions_release_their_fds_without_help_from_the_garbage_collector(session_kwargs):
+    counts = _count_over_sessions(session_kwargs, 6, (1, 6), graceful=False, preset="minimal")
+    (fds1, _t1), (fds6, _t6) = counts[1], counts[6]
+    print(f"\n[long-running] graceful=False: {fds1} fds after session 1, {fds6} after 6")
+    assert fds6 <= fds1 + 2, f"open fds grew from {fds1} to {fds6} over 5 sessions"
+
+
+# -- soak ------------------------------------------------------------------------------
+@pytest.mark.timeout(90)
+def test_a_soak_of_50_sequential_sessions_leaves_nothing_and_no_zombies(session_kwargs, record_property):
+    t0 = time.monotonic()
+    for i in range(SOAK_SESSIONS):
+        cleanup = ChromeUltraAggressiveCleanup(
+            **session_kwargs, options=_fast_options(), graceful=False, preset="minimal"
+        )
+        with cleanup as driver:
+            root = cleanup.root
+            _open(driver, f"soak-{i}")
+        report = cleanup.report
+        assert report.ok, f"session {i}: {report}"
+        assert not os.path.lexists(root), f"session {i}: {root} left"
+        left = h.processes_under(root)
+        assert not left, f"session {i}: processes left: {[p.pid for p in left]}"
+        zombies = h.zombie_children()
+        assert not zombies, f"session {i}: zombie children: {[z.pid for z in zombies]}"
+    elapsed = time.monotonic() - t0
+    record_property("soak_s", f"{elapsed:.1f}")
+    print(f"\n[long-running] soak of {SOAK_SESSIONS} sessions: {elapsed:.1f} s")
+    assert h.session_dirs() == []
+
+
+# -- opt-in signal handlers -------------------------------------------------------------------
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_installed_handlers_tear_down_in_process_then_the_signal_ends_the_owner(crash, sig):
+    # no watchdog: only the owner itself can have cleaned up
+    owner = crash.spawn(watchdog=False, extra=["--signal-handlers"])
+    (session,) = owner.sessions
+    snap = crash.snapshot(session)
+    assert len(crash.running(snap)) >= 5
+
+    owner.kill(sig)
+    assert owner.wait(30) == -sig, f"the owner should still end by the signal; stderr:\n{owner.stderr()}"
+
+    # teardown finished before the process ended: nothing to wait for
+    assert crash.gone({session["root"]: snap}), crash.leftovers({session["root"]: snap})
+    assert f"session {session['sid']} cleaned" in owner.stderr(), owner.stderr()
+
+
+def test_installed_handlers_call_the_applications_previous_handler_after_teardown(crash):
+    owner = crash.spawn(watchdog=False, extra=["--app-handler", "--signal-handlers"])
+    (session,) = owner.sessions
+    snap = crash.snapshot(session)
+
+    owner.kill(signal.SIGTERM)
+    seen = owner.read(30)
+    assert seen == {"app_handler": signal.SIGTERM, "closed": [True], "ok": [True], "roots_exist": [False]}
+    assert owner.wait(30) == 7, "the application's handler decides how the owner ends"
+    assert crash.gone({session["root"]: snap}), crash.leftovers({session["root"]: snap})
