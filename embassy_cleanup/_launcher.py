@@ -75,7 +75,7 @@ def resolve_driver(explicit: str | None) -> tuple[str, str]:
     try:
         from selenium.webdriver.common.selenium_manager import SeleniumManager
 
-        out = SeleniumManager().binary_paths(["--browser", "chrome", "--offline"])
+        out = SeleniumManager().binary_paths(["--browser", "chrome", "--offline", "--avoid-stats"])
         path = out.get("driver_path") or ""
         if path and os.access(path, os.X_OK):
             return path, "Selenium Manager"

@@ -36,7 +36,7 @@ def test_help_should_describe_the_command_and_list_demo():
     out = run_cli("--help")
 
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("usage: embassy-cleanup")
+    assert out.stdout.startswith("Usage: embassy-cleanup")
     assert "Chrome under Selenium that leaves nothing behind" in out.stdout
     assert "demo" in out.stdout
 
@@ -45,7 +45,7 @@ def test_demo_help_should_describe_the_demo_its_options_and_exit_status():
     out = run_cli("demo", "--help")
 
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("usage: embassy-cleanup demo")
+    assert out.stdout.startswith("Usage: embassy-cleanup demo")
     for text in ("built-in page", "cleanup report", "--json", "--preset", "--fast", "--cleanup-timeout"):
         assert text in out.stdout, text
     assert "0 clean, 1 leftovers, 2" in " ".join(out.stdout.split())
@@ -64,17 +64,17 @@ def test_a_bad_command_should_exit_2_with_usage_on_stderr(args):
 
     assert out.returncode == 2
     assert out.stdout == ""
-    assert "usage: embassy-cleanup" in out.stderr
+    assert "Usage: embassy-cleanup" in out.stderr
     if args:
-        assert "invalid choice: 'frobnicate'" in out.stderr
+        assert "No such command 'frobnicate'" in out.stderr
 
 
 def test_demo_should_exit_2_naming_a_bad_option():
     out = run_cli("demo", "--cleanup-timeout", "0")
 
     assert out.returncode == 2
-    assert "embassy-cleanup: error:" in out.stderr
-    assert "cleanup_timeout" in out.stderr
+    assert "Error: Invalid value for '--cleanup-timeout'" in out.stderr
+    assert "0.0" in out.stderr
 
 
 def test_demo_should_exit_2_naming_where_a_missing_chromedriver_came_from(tmp_path):

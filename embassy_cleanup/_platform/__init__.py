@@ -59,6 +59,10 @@ The documented functions (each backend provides all of them):
 ``same_user(proc) -> bool``
     Whether a ``psutil.Process`` belongs to the user running this code.
 
+``unix_socket_paths() -> set[str]``
+    Paths of bound AF_UNIX sockets (Linux: ``/proc/net/unix``); used to tell
+    whether a Chromium singleton dir is still in use.  Empty where unknown.
+
 ``lock_file(fd, blocking) -> bool`` / ``unlock_file(fd)``
     An advisory whole-file lock that the kernel drops when the holder dies.
 
@@ -90,6 +94,7 @@ __all__ = [
     "running_as_init",
     "same_user",
     "lock_file",
+    "unix_socket_paths",
     "unlock_file",
     "HAVE_PGREP",
     "UNIX_SOCKET_PATH_MAX",
@@ -124,6 +129,7 @@ if sys.platform.startswith("linux"):
         running_as_init,
         same_user,
         signal_process,
+        unix_socket_paths,
         unlock_file,
         wait_gone,
     )
@@ -146,6 +152,7 @@ elif os.name == "posix":
         running_as_init,
         same_user,
         signal_process,
+        unix_socket_paths,
         unlock_file,
         wait_gone,
     )
@@ -168,6 +175,7 @@ elif sys.platform == "win32":
         running_as_init,
         same_user,
         signal_process,
+        unix_socket_paths,
         unlock_file,
         wait_gone,
     )

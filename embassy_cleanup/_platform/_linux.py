@@ -52,6 +52,7 @@ __all__ = [
     "running_as_init",
     "same_user",
     "signal_process",
+    "unix_socket_paths",
     "unlock_file",
     "wait_gone",
 ]
@@ -187,3 +188,18 @@ def dev_shm_too_small() -> bool:
     except OSError:
         return True
     return st.f_blocks * st.f_frsize < _MIN_DEV_SHM_BYTES
+
+
+def unix_socket_paths() -> set[str]:
+    """Bound AF_UNIX socket paths, from ``/proc/net/unix`` (last column)."""
+    out: set[str] = set()
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="replace") as fh:
+            next(fh, None)
+            for line in fh:
+                parts = line.split(None, 7)
+                if len(parts) == 8 and parts[7].startswith("/"):
+                    out.add(parts[7].rstrip("\n"))
+    except OSError:
+        pass
+    return out

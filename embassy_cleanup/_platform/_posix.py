@@ -151,3 +151,7 @@ def lock_file(fd: int, blocking: bool) -> bool:
 
 def unlock_file(fd: int) -> None:
     fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def unix_socket_paths() -> set[str]:
+    return set()

@@ -123,3 +123,7 @@ def unlock_file(fd: int) -> None:
     import msvcrt
 
     msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]
+
+
+def unix_socket_paths() -> set[str]:
+    return set()

@@ -1,0 +1,379 @@
+"""A read-only inventory of Chrome-family processes and dirs, classified.
+
+Names are used only to *list* candidates (chrome, chromium, chromedriver,
+crashpad handlers, headless shells); who owns a process is decided by our
+markers, never by its name:
+
+``session``  carries a session's marker (root path on the command line,
+             ``EMBASSY_CLEANUP_SESSION`` in its environment, or descends from
+             such a process) and that session's owner is alive (its
+             ``owner.lock`` is held);
+``orphan``   carries a session's marker but the owner is dead;
+``foreign``  carries no marker of ours: started by someone else;
+``zombie``   exited, not yet reaped (listed with its parent).
+
+Stale dirs are our session roots whose owner is dead, and Chromium's own
+litter in the temp dir (``org.chromium.Chromium.*``, ``.org.chromium.*``,
+``.com.google.Chrome.*``, ``scoped_dir*``) that no live process uses.
+
+Nothing here signals or deletes; ``_clean`` acts on an inventory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import psutil
+
+from . import _platform, _records
+from ._ownership import ENV_MARKER, ROOT_PREFIX
+
+#: The JSON schema version of :meth:`Inventory.to_dict`.
+SCHEMA_VERSION = 1
+
+_FAMILY = re.compile(r"^(chrome|chromium|chromedriver|headless_shell|chrome-headless-shell)", re.I)
+_SID_IN_PATH = re.compile(re.escape(ROOT_PREFIX) + r"([0-9a-f]{12})")
+_CHROMIUM_LITTER = re.compile(r"^(\.?org\.chromium\.Chromium\.|\.com\.google\.Chrome\.|scoped_dir)")
+
+
+def is_chrome_family(name: str) -> bool:
+    """Whether a process name is one of Chrome's (for listing only)."""
+    return bool(_FAMILY.match(name or ""))
+
+
+@dataclass
+class ProcInfo:
+    pid: int
+    ppid: int
+    name: str
+    user: str
+    status: str
+    create_time: float
+    cls: str = "foreign"
+    session_id: str | None = None
+    rss: int = 0
+    uss: int | None = None
+    pss: int | None = None
+    cmdline: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "ppid": self.ppid,
+            "name": self.name,
+            "user": self.user,
+            "status": self.status,
+            "class": self.cls,
+            "session_id": self.session_id,
+            "age_s": round(max(0.0, time.time() - self.create_time), 1),
+            "rss_bytes": self.rss,
+            "uss_bytes": self.uss,
+            "pss_bytes": self.pss,
+            "cmdline": self.cmdline,
+        }
+
+
+@dataclass
+class SessionInfo:
+    session_id: str
+    root: str | None
+    owner_pid: int | None
+    owner_alive: bool
+    pids: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "root": self.root,
+            "root_exists": bool(self.root and os.path.isdir(self.root)),
+            "owner_pid": self.owner_pid,
+            "owner_alive": self.owner_alive,
+            "pids": sorted(self.pids),
+        }
+
+
+@dataclass
+class StaleDir:
+    path: str
+    kind: str  # "session" (ours, owner dead) or "chromium" (Chromium's own litter)
+    age_s: float
+    size_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "age_s": round(self.age_s, 1),
+            "size_bytes": self.size_bytes,
+        }
+
+
+@dataclass
+class Inventory:
+    """What ``embassy-cleanup diagnose`` shows; ``leaks`` decides its exit status."""
+
+    temp_dir: str
+    processes: list[ProcInfo]
+    sessions: list[SessionInfo]
+    stale_dirs: list[StaleDir]
+    took_s: float = 0.0
+
+    def by_class(self, cls: str) -> list[ProcInfo]:
+        return [p for p in self.processes if p.cls == cls]
+
+    @property
+    def zombies_of_ours(self) -> list[ProcInfo]:
+        return [p for p in self.by_class("zombie") if p.session_id is not None]
+
+    @property
+    def leaks(self) -> bool:
+        """Orphans, zombies of ours, or stale dirs: something to clean."""
+        return bool(self.by_class("orphan") or self.zombies_of_ours or self.stale_dirs)
+
+    def totals(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for cls in ("session", "orphan", "foreign", "zombie"):
+            procs = self.by_class(cls)
+            uss = [p.uss for p in procs if p.uss is not None]
+            pss = [p.pss for p in procs if p.pss is not None]
+            out[cls] = {
+                "processes": len(procs),
+                "rss_bytes": sum(p.rss for p in procs),
+                "uss_bytes": sum(uss) if uss else None,
+                "pss_bytes": sum(pss) if pss else None,
+            }
+        out["stale_dirs"] = {
+            "count": len(self.stale_dirs),
+            "size_bytes": sum(d.size_bytes for d in self.stale_dirs),
+        }
+        out["sessions"] = {
+            "live": sum(1 for s in self.sessions if s.owner_alive),
+            "orphaned": sum(1 for s in self.sessions if not s.owner_alive),
+        }
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented, stable JSON schema (docs/cli.md)."""
+        return {
+            "schema": SCHEMA_VERSION,
+            "temp_dir": self.temp_dir,
+            "healthy": not self.leaks,
+            "sessions": [s.to_dict() for s in self.sessions],
+            "orphans": [p.to_dict() for p in self.by_class("orphan")],
+            "foreign": [p.to_dict() for p in self.by_class("foreign")],
+            "zombies": [dict(p.to_dict(), ours=p.session_id is not None) for p in self.by_class("zombie")],
+            "session_processes": [p.to_dict() for p in self.by_class("session")],
+            "stale_dirs": [d.to_dict() for d in self.stale_dirs],
+            "totals": self.totals(),
+            "took_s": round(self.took_s, 4),
+        }
+
+
+def _marker_of(proc: psutil.Process, cmdline: list[str]) -> tuple[str | None, str | None]:
+    """``(session id, session root)`` from the command line, else the environment."""
+    for arg in cmdline:
+        m = _SID_IN_PATH.search(arg)
+        if m:
+            return m.group(1), _root_in(arg, m.group(1))
+    try:
+        env = proc.environ()
+    except Exception:  # psutil errors, and garbled environ areas
+        return None, None
+    sid = env.get(ENV_MARKER)
+    if not sid or not re.fullmatch(r"[0-9a-f]{12}", sid):
+        return None, None
+    for key in ("TMPDIR", "XDG_CONFIG_HOME"):
+        root = _root_in(env.get(key, ""), sid)
+        if root:
+            return sid, root
+    return sid, None
+
+
+def _root_in(text: str, sid: str) -> str | None:
+    needle = f"{ROOT_PREFIX}{sid}"
+    i = text.find(needle)
+    if i < 0:
+        return None
+    start = text.rfind("=", 0, i) + 1
+    return text[start : i + len(needle)]
+
+
+def _dir_size(path: str, limit: int = 5000) -> int:
+    total = 0
+    seen = 0
+    for dirpath, _dirnames, filenames in os.walk(path, followlinks=False):
+        for name in filenames:
+            seen += 1
+            if seen > limit:
+                return total
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def _owner_alive(root: str | None) -> tuple[bool, int | None]:
+    """Whether the session at ``root`` has a live owner (its lock is held)."""
+    if root is None or not os.path.isdir(root):
+        return False, None
+    record = _records.read_record(root)
+    owner = record.get("owner_pid") if isinstance(record.get("owner_pid"), int) else None
+    lock = _records.try_lock_dead_owner(root)
+    if lock is False:
+        return True, owner
+    if lock is None:  # no lock file: a session being created, unless it is old
+        try:
+            young = time.time() - os.lstat(root).st_mtime < _records.YOUNG_ROOT_S
+        except OSError:
+            young = False
+        return young, owner
+    os.close(lock)  # we only looked: let go at once
+    return False, owner
+
+
+def take_inventory(
+    temp_dir: str | None = None,
+    all_users: bool = False,
+    memory: bool = True,
+    extra_temp_dirs: Iterable[str] = (),
+) -> Inventory:
+    """Scan processes and the temp dir; classify everything (read-only)."""
+    t0 = time.monotonic()
+    base = temp_dir if temp_dir is not None else tempfile.gettempdir()
+    me = os.getpid()
+    procs: dict[int, ProcInfo] = {}
+    children: dict[int, list[int]] = {}
+    used_paths: set[str] = set()
+    found_roots: dict[str, str] = {}
+    for proc in psutil.process_iter(["name", "ppid", "status", "create_time", "username"]):
+        info = proc.info
+        name = info["name"] or ""
+        children.setdefault(info["ppid"] or 0, []).append(proc.pid)
+        if proc.pid == me or not is_chrome_family(name):
+            continue
+        if not all_users and not _platform.same_user(proc):
+            continue
+        pi = ProcInfo(
+            pid=proc.pid,
+            ppid=info["ppid"] or 0,
+            name=name,
+            user=info["username"] or "?",
+            status=info["status"] or "?",
+            create_time=info["create_time"] or 0.0,
+        )
+        if pi.status == psutil.STATUS_ZOMBIE:
+            pi.cls = "zombie"
+            procs[proc.pid] = pi
+            continue
+        try:
+            cmdline = proc.cmdline()
+        except psutil.Error:
+            cmdline = []
+        pi.cmdline = " ".join(cmdline)[:300]
+        pi.session_id, root = _marker_of(proc, cmdline)
+        if pi.session_id is not None and root is not None:
+            found_roots.setdefault(pi.session_id, root)
+        used_paths.update(a.split("=", 1)[-1] for a in cmdline if os.sep in a)
+        if memory:
+            try:
+                mem = proc.memory_full_info()
+                pi.rss, pi.uss, pi.pss = mem.rss, getattr(mem, "uss", None), getattr(mem, "pss", None)
+            except psutil.AccessDenied:
+                try:
+                    pi.rss = proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            except psutil.Error:
+                pass
+        procs[proc.pid] = pi
+
+    # Descendants of a marked process share its session (zygote-forked helpers).
+    for pid in list(procs):
+        p = procs[pid]
+        if p.session_id is None:
+            continue
+        stack = list(children.get(pid, ()))
+        while stack:
+            c = stack.pop()
+            child = procs.get(c)
+            if child is not None and child.session_id is None:
+                child.session_id = p.session_id
+            stack.extend(children.get(c, ()))
+
+    # Sessions: from marked processes and from roots in the temp dir(s).
+    roots: dict[str, str | None] = {}
+    for d in [base, *extra_temp_dirs]:
+        for cand in _records.find_roots(d):
+            roots[cand.session_id] = cand.root
+    for p in procs.values():
+        if p.session_id and p.session_id not in roots:
+            roots[p.session_id] = found_roots.get(p.session_id)
+    sessions: dict[str, SessionInfo] = {}
+    for sid, root in roots.items():
+        alive, owner = _owner_alive(root)
+        sessions[sid] = SessionInfo(sid, root, owner, alive)
+    for p in procs.values():
+        if p.session_id is None:
+            continue
+        s = sessions.get(p.session_id)
+        if s is not None:
+            s.pids.append(p.pid)
+        if p.cls != "zombie":
+            p.cls = "session" if s is not None and s.owner_alive else "orphan"
+
+    # A zombie is a leak of ours when nobody of ours will reap it: its parent
+    # is a process of an orphaned session, or the owner of one of our
+    # sessions (FAULTS.md: "zombies of the session left under the owner").
+    # Zombies under a live session's Chrome are Chrome's normal churn.
+    owners = {s.owner_pid: s.session_id for s in sessions.values() if s.owner_pid}
+    for p in procs.values():
+        if p.cls != "zombie":
+            continue
+        parent = procs.get(p.ppid)
+        if parent is not None and parent.cls == "orphan":
+            p.session_id = parent.session_id
+        elif p.ppid in owners:
+            p.session_id = owners[p.ppid]
+        else:
+            p.session_id = None
+
+    stale: list[StaleDir] = []
+    now = time.time()
+    for s in sessions.values():
+        if not s.owner_alive and s.root and os.path.isdir(s.root):
+            age = now - os.lstat(s.root).st_mtime
+            stale.append(StaleDir(s.root, "session", age, _dir_size(s.root)))
+    sockets = _platform.unix_socket_paths()
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    try:
+        names = os.listdir(base)
+    except OSError:
+        names = []
+    for name in names:
+        if not _CHROMIUM_LITTER.match(name):
+            continue
+        path = os.path.join(base, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not os.path.isdir(path) or os.path.islink(path) or (uid is not None and st.st_uid != uid):
+            continue
+        prefix = path + os.sep
+        if any(u == path or u.startswith(prefix) for u in used_paths | sockets):
+            continue
+        stale.append(StaleDir(path, "chromium", now - st.st_mtime, _dir_size(path)))
+
+    return Inventory(
+        temp_dir=base,
+        processes=sorted(procs.values(), key=lambda p: p.pid),
+        sessions=sorted(sessions.values(), key=lambda s: s.session_id),
+        stale_dirs=sorted(stale, key=lambda d: d.path),
+        took_s=time.monotonic() - t0,
+    )
