@@ -16,3 +16,4 @@ test: lint
 lint: bootstrap
 	$(PY) -m ruff check embassy_cleanup tests
 	$(PY) -m mypy --ignore-missing-imports embassy_cleanup
+	shellcheck cleanup_chrome.sh scripts/bootstrap.sh .ci/run

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install what `make demo` and `make test` need, only when it is missing:
 #   - Debian packages: chromium, chromium-driver, procps (pgrep, for the
-#     os-kill stage), python3 with venv;
+#     os-kill stage), util-linux (flock, for cleanup_chrome.sh), shellcheck
+#     (lint of cleanup_chrome.sh), python3 with venv;
 #   - .venv with this package and its dev extra (re-installed only when
 #     setup.cfg or pyproject.toml changed).
 # Needs root only when a Debian package is missing; says so and exits 1 otherwise.
@@ -12,6 +13,8 @@ missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium-driver"
 command -v pgrep >/dev/null 2>&1 || missing="$missing procps"
+command -v flock >/dev/null 2>&1 || missing="$missing util-linux"
+command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
 if ! command -v python3 >/dev/null 2>&1; then
     missing="$missing python3 python3-venv"
 elif [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
@@ -35,7 +38,7 @@ if [ ! -x .venv/bin/python ]; then
     echo "bootstrap: creating .venv"
     python3 -m venv .venv
 fi
-if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ -n "$(find setup.cfg pyproject.toml -newer "$stamp" 2>/dev/null)" ]; then
     echo "bootstrap: installing embassy_cleanup[dev] into .venv"
     .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
     touch "$stamp"
