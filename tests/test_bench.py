@@ -1,0 +1,44 @@
+"""A one-iteration smoke run of the benchmark harness, so it cannot rot.
+No timing is asserted: figures live in docs/benchmarks.md, not in tests."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests import _helpers as h
+
+pytestmark = pytest.mark.chrome
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_bench_smoke_run_should_write_every_section(tmp_path):
+    md, js = tmp_path / "bench.md", tmp_path / "bench.json"
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "bench", "run.py"),
+            "--smoke",
+            "--md",
+            str(md),
+            "--json",
+            str(js),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(js.read_text())
+    assert set(res) >= {"date", "machine", "lifecycle", "frozen", "crash", "footprint", "scale"}
+    assert res["lifecycle"]["ratios"]["start_ours_vs_plain"] is not None
+    assert all(v["renders_correctly"] for v in res["footprint"].values()), res["footprint"]
+    assert res["scale"]["swept"] == res["scale"]["stale_dirs"]
+    text = md.read_text()
+    for heading in ("## Start-up and teardown", "## Footprint per preset", "## Bookkeeping at scale"):
+        assert heading in text
+    # The harness cleans up after itself, plain Selenium sessions included.
+    assert not [p for p in h.processes_under("embassy-b-")], "the bench left processes"
