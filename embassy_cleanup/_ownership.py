@@ -46,6 +46,7 @@ ENV_MARKER = "EMBASSY_CLEANUP_SESSION"
 ROOT_PREFIX = "embassy_cleanup-"
 
 _CT_EPSILON = 0.01  # create times are read from /proc with 10 ms resolution
+_BORN_SLACK_S = 2.0  # clock slack between time.time() and /proc create times
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,15 @@ class ProcessTracker:
     ancestors are always excluded.
     """
 
-    def __init__(self, session_id: str, root: str, exclude: Iterable[int] = ()) -> None:
+    def __init__(
+        self, session_id: str, root: str, exclude: Iterable[int] = (), born_after: float = 0.0
+    ) -> None:
         self.session_id = session_id
         self.root = root
+        # Epoch seconds: a process created before the session started cannot
+        # carry its markers, so its command line and environment are not read
+        # (that is most of the process table, and most of discovery's cost).
+        self.born_after = born_after
         self.recorded: dict[int, OwnedProcess] = {}
         self.leader: OwnedProcess | None = None
         self._popen: subprocess.Popen[bytes] | None = None
@@ -175,7 +182,8 @@ class ProcessTracker:
                 if _platform.process_group_of(pid) == group:
                     via = "group"
             # An empty marker would match every process: such a key is off.
-            if via is None and (self.root or self.session_id) and _platform.same_user(proc):
+            young = ctime + _BORN_SLACK_S >= self.born_after
+            if via is None and young and (self.root or self.session_id) and _platform.same_user(proc):
                 if self.root and _cmdline_has(proc, self.root):
                     via = "cmdline"
                 elif self.session_id and _environ_has(proc, ENV_MARKER, self.session_id):
@@ -318,6 +326,13 @@ def find_listeners(ports: Iterable[int]) -> list[Listener]:
     wanted = set(ports)
     if not wanted:
         return []
+    # Cheap first: is anything listening there at all?  Mapping sockets to
+    # processes means reading every process's fd table.
+    listening = _platform.listening_ports(wanted)
+    if listening is not None:
+        wanted &= listening
+        if not wanted:
+            return []
     out = []
     try:
         conns = psutil.net_connections(kind="tcp")

@@ -21,6 +21,7 @@ import logging
 import os
 import stat
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -51,12 +52,20 @@ class OwnerLock:
 
     def __init__(self, root: str) -> None:
         self.path = os.path.join(root, LOCK_NAME)
-        tmp = os.path.join(root, f".{LOCK_NAME}.{os.getpid()}.tmp")
+        tmp = os.path.join(root, f".{LOCK_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
         try:
-            if not _platform.lock_file(fd, blocking=False):
+            if not _platform.lock_file(fd, blocking=False):  # pragma: no cover - a fresh file
                 raise RuntimeError(f"{tmp} is locked by another process")
-            os.link(tmp, self.path)  # EEXIST if someone else owns this root
+            os.link(tmp, self.path)
+        except FileExistsError:
+            # There is one already (a released or crashed owner's): take it
+            # if nobody holds it.
+            os.close(fd)
+            fd = os.open(self.path, os.O_RDWR | _O_NOFOLLOW | _O_CLOEXEC)
+            if not _platform.lock_file(fd, blocking=False):
+                os.close(fd)
+                raise RuntimeError(f"{self.path} is locked by another process") from None
         except BaseException:
             os.close(fd)
             raise
@@ -177,8 +186,10 @@ def try_lock_dead_owner(root: str) -> int | None | bool:
 def tracker_for(root: str, session_id: str, exclude: Iterable[int] = ()) -> ProcessTracker:
     """A tracker for a session we did not start in this process: markers from
     the dir name, recorded pids (with create times) from the record."""
-    tracker = ProcessTracker(session_id, root, exclude=exclude)
     record = read_record(root) if root else {}
+    created = record.get("created")
+    born_after = float(created) if isinstance(created, (int, float)) and created > 0 else 0.0
+    tracker = ProcessTracker(session_id, root, exclude=exclude, born_after=born_after)
     procs = []
     for item in record.get("pids", []):
         try:
@@ -197,7 +208,7 @@ def reap_orphaned(
     ``root`` may be None when the dir is already gone; the env marker and the
     recorded pids still find the processes.
     """
-    from ._teardown import TeardownTarget, run_teardown
+    from ._teardown import TeardownInterrupted, TeardownTarget, run_teardown
 
     if not session_id:
         raise ValueError("reap_orphaned needs a session id: an empty marker would match everything")
@@ -206,7 +217,10 @@ def reap_orphaned(
     tracker = tracker_for(root or "", session_id, exclude)
     ports = {int(p) for p in record.get("ports", []) if isinstance(p, int)}
     target = TeardownTarget(session_id, tracker, root, ports=ports, graceful=False)
-    return run_teardown(target, budget)
+    try:
+        return run_teardown(target, budget)
+    except TeardownInterrupted as held:  # finished; hand on the original Ctrl-C
+        raise held.original from None
 
 
 def sweep_stale(

@@ -31,8 +31,8 @@ from ._errors import CleanupIncomplete, EmbassyCleanupError, LaunchError
 from ._options import SessionOptions, validate
 from ._ownership import ProcessTracker
 from ._presets import DEFAULT_PRESET
-from ._report import CleanupReport, Stage, StageResult
-from ._teardown import TeardownTarget, run_teardown
+from ._report import CleanupReport, Leftover, Stage, StageResult
+from ._teardown import TeardownInterrupted, TeardownTarget, run_teardown
 
 if TYPE_CHECKING:  # pragma: no cover
     import os
@@ -85,7 +85,11 @@ class _SessionState:
                     passes=0,
                 )
                 return self.report
-            self.report = run_teardown(target, self.opts.cleanup_timeout)
+            interrupted: BaseException | None = None
+            try:
+                self.report = run_teardown(target, self.opts.cleanup_timeout)
+            except TeardownInterrupted as held:  # finished; re-raised below
+                self.report, interrupted = held.report, held.original
             _release_driver(target.driver)
             target.driver = None  # drop the WebDriver: nothing more to say to it
             for hook in self.hooks:
@@ -93,6 +97,8 @@ class _SessionState:
                     hook.session_closed(self)
                 except Exception as err:  # never let bookkeeping hide the report
                     log.warning("session %s: %s", self.session_id, err)
+            if interrupted is not None:
+                raise interrupted
             return self.report
         finally:
             self._running_in = None
@@ -247,8 +253,9 @@ class ChromeUltraAggressiveCleanup:
         binary = _launcher.resolve_binary(
             opts.binary, opts.options.binary_location if opts.options is not None else None
         )
+        born_after = time.time()  # nothing older than this can carry our markers
         paths = _launcher.make_session_root(opts.temp_root, self.session_id)
-        tracker = ProcessTracker(self.session_id, paths.root)
+        tracker = ProcessTracker(self.session_id, paths.root, born_after=born_after)
         target = TeardownTarget(self.session_id, tracker, paths.root, graceful=opts.graceful)
         self._state.target = target
         self._finalizer = weakref.finalize(self, _finalize, self._state)
@@ -292,6 +299,8 @@ class ChromeUltraAggressiveCleanup:
         verification found leftovers.
         """
         report = self._close()
+        if report.passes == 0 and self.report is None:
+            return report  # re-entered mid-teardown: the outer call decides
         if self.options.raise_on_leak and not report.ok:
             raise CleanupIncomplete(
                 f"session {self.session_id} left {len(report.leftovers)} leftover(s): "
@@ -303,7 +312,14 @@ class ChromeUltraAggressiveCleanup:
     def _close(self) -> CleanupReport:
         report = self._state.teardown()
         if report is None:  # re-entered from a signal handler mid-teardown
-            report = CleanupReport(self.session_id, (), (), 0.0, passes=0)
+            # Nothing was verified by this call: say so (ok is False).
+            return CleanupReport(
+                self.session_id,
+                (),
+                (Leftover("unverified", "teardown is still running in an outer call"),),
+                0.0,
+                passes=0,
+            )
         if self._finalizer is not None:
             self._finalizer.detach()
         self.driver = None

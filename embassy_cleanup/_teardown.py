@@ -69,6 +69,7 @@ class _Clock:
         self.now = now
         self.start = now()
         self.deadline = self.start + budget
+        self.interrupted: list[BaseException] = []
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - self.now())
@@ -113,13 +114,21 @@ def _run_stage(
     clock: _Clock,
     *args: Any,
 ) -> Any:
-    """Run one stage body; record its result in ``out``; return what it returned."""
+    """Run one stage body; record its result in ``out``; return what it returned.
+
+    An exception is recorded and the teardown goes on.  A KeyboardInterrupt
+    (a second Ctrl-C) or SystemExit is held in ``clock.interrupted`` so the
+    remaining stages still run; ``run_teardown`` re-raises it at the end.
+    """
     run = _StageRun(stage, clock)
     value = None
     try:
         value = fn(target, clock, run, *args)
     except Exception as err:  # a stage never stops the teardown
         run.errors.append(f"{type(err).__name__}: {err}")
+    except BaseException as err:  # noqa: B036 - held, finished, then re-raised
+        run.errors.append(f"interrupted by {type(err).__name__}; finishing the teardown first")
+        clock.interrupted.append(err)
     out.append(run.result())
     return value
 
@@ -333,10 +342,25 @@ def stage_verify(target: TeardownTarget, clock: _Clock, run: _StageRun, settle: 
     return left
 
 
+class TeardownInterrupted(BaseException):
+    """A KeyboardInterrupt/SystemExit arrived during teardown.  The teardown
+    was finished first; ``report`` is its report, ``original`` the exception
+    to re-raise."""
+
+    def __init__(self, report: CleanupReport, original: BaseException) -> None:
+        super().__init__(original)
+        self.report = report
+        self.original = original
+
+
 def run_teardown(
     target: TeardownTarget, budget: float, now: Callable[[], float] = time.monotonic
 ) -> CleanupReport:
-    """Run the six stages against ``target`` within ``budget`` seconds."""
+    """Run the six stages against ``target`` within ``budget`` seconds.
+
+    Raises :class:`TeardownInterrupted` (after finishing) if a
+    KeyboardInterrupt or SystemExit arrived meanwhile.
+    """
     clock = _Clock(budget, now)
     stages: list[StageResult] = []
     _run_stage(stages, Stage.QUIT, stage_quit, target, clock)
@@ -390,4 +414,6 @@ def run_teardown(
             report.duration_s * 1000,
             ", ".join(str(lo) for lo in leftovers),
         )
+    if clock.interrupted:
+        raise TeardownInterrupted(report, clock.interrupted[0])
     return report

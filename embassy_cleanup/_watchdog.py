@@ -235,7 +235,7 @@ def update_record(state: Any) -> None:
             "root": target.root,
             "pids": [[p.pid, p.create_time, p.name] for p in target.tracker.recorded.values()],
             "ports": sorted(target.ports),
-            "created": time.time(),
+            "created": target.tracker.born_after,
         },
     )
 

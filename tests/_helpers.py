@@ -87,7 +87,16 @@ def kill_all(procs: Iterable[psutil.Process]) -> None:
             p.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(procs, timeout=5)
+    # "Gone" means not running: a zombie re-parented to init is init's to reap
+    # (this VM's init reaps only every ~1.5 s), and waiting for it buys nothing.
+    wait_until(lambda: not [p for p in procs if _running(p)], timeout=5)
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
@@ -183,6 +192,18 @@ def start_bystander() -> Bystander:
     )
     by = Bystander(chrome=chrome, chrome_dir=chrome_dir)
     wait_until(lambda: len(processes_under(chrome_dir)) >= 4, timeout=20)
+    # Snapshot only once the set has been stable for 0.5 s: start-up
+    # intermediates exit on their own and would look "killed" later.
+    last: set[int] = set()
+    stable_since = time.monotonic()
+    deadline = stable_since + 15
+    while time.monotonic() < deadline:
+        now = {p.pid for p in processes_under(chrome_dir)}
+        if now != last:
+            last, stable_since = now, time.monotonic()
+        elif time.monotonic() - stable_since >= 0.5:
+            break
+        time.sleep(0.05)
     by.chrome_pids = {p.pid: p.create_time() for p in processes_under(chrome_dir)}
     by.port = _free_port_in(9000, 10000)
     by.server = subprocess.Popen(

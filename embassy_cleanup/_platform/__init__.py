@@ -59,6 +59,10 @@ The documented functions (each backend provides all of them):
 ``same_user(proc) -> bool``
     Whether a ``psutil.Process`` belongs to the user running this code.
 
+``listening_ports(ports) -> set[int] | None``
+    Which of ``ports`` have a TCP listener (Linux: ``/proc/net/tcp*``, no
+    process scan), or None where that cannot be told cheaply.
+
 ``unix_socket_paths() -> set[str]``
     Paths of bound AF_UNIX sockets (Linux: ``/proc/net/unix``); used to tell
     whether a Chromium singleton dir is still in use.  Empty where unknown.
@@ -94,6 +98,7 @@ __all__ = [
     "running_as_init",
     "same_user",
     "lock_file",
+    "listening_ports",
     "unix_socket_paths",
     "unlock_file",
     "HAVE_PGREP",
@@ -120,6 +125,7 @@ if sys.platform.startswith("linux"):
         can_use_chrome_sandbox,
         dev_shm_too_small,
         is_running,
+        listening_ports,
         lock_file,
         new_session_popen_kw,
         os_find_by_marker,
@@ -143,6 +149,7 @@ elif os.name == "posix":
         can_use_chrome_sandbox,
         dev_shm_too_small,
         is_running,
+        listening_ports,
         lock_file,
         new_session_popen_kw,
         os_find_by_marker,
@@ -166,6 +173,7 @@ elif sys.platform == "win32":
         can_use_chrome_sandbox,
         dev_shm_too_small,
         is_running,
+        listening_ports,
         lock_file,
         new_session_popen_kw,
         os_find_by_marker,

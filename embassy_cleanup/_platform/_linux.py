@@ -14,7 +14,7 @@ import select
 import signal
 import stat
 import time
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from . import SignalResult
 from ._posix import (
@@ -52,6 +52,7 @@ __all__ = [
     "running_as_init",
     "same_user",
     "signal_process",
+    "listening_ports",
     "unix_socket_paths",
     "unlock_file",
     "wait_gone",
@@ -203,3 +204,22 @@ def unix_socket_paths() -> set[str]:
     except OSError:
         pass
     return out
+
+
+def listening_ports(ports: Iterable[int]) -> set[int] | None:
+    """Which of ``ports`` have a TCP listener, from ``/proc/net/tcp{,6}``."""
+    wanted = set(ports)
+    found: set[int] = set()
+    try:
+        for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(name, encoding="ascii") as fh:
+                next(fh, None)
+                for line in fh:
+                    parts = line.split(None, 4)
+                    if len(parts) > 3 and parts[3] == "0A":  # TCP_LISTEN
+                        port = int(parts[1].rsplit(":", 1)[1], 16)
+                        if port in wanted:
+                            found.add(port)
+    except (OSError, ValueError, IndexError):
+        return None
+    return found

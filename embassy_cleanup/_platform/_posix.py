@@ -13,7 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import psutil
 
@@ -155,3 +155,7 @@ def unlock_file(fd: int) -> None:
 
 def unix_socket_paths() -> set[str]:
     return set()
+
+
+def listening_ports(ports: Iterable[int]) -> set[int] | None:
+    return None

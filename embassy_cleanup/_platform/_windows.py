@@ -14,7 +14,7 @@ import getpass
 import shutil
 import subprocess
 import time
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import psutil
 
@@ -127,3 +127,7 @@ def unlock_file(fd: int) -> None:
 
 def unix_socket_paths() -> set[str]:
     return set()
+
+
+def listening_ports(ports: Iterable[int]) -> set[int] | None:
+    return None

@@ -1,0 +1,98 @@
+"""F14: a late Chrome helper re-creates the profile dir after it was
+removed: verification notices, the next pass kills the helper and removes
+the dir again, and the dir stays gone.
+
+The late helper is a small Python process carrying both session markers
+(``EMBASSY_CLEANUP_SESSION=<id>`` in its environment, the session root on
+its command line) that re-creates ``<root>/profile/late`` every 5 ms.  The
+first pass is made to miss it: discovery hides it until the first
+verification, and the os-kill stage does nothing on the first pass.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from embassy_cleanup import ChromeUltraAggressiveCleanup, Stage, _teardown
+from embassy_cleanup._ownership import ProcessTracker
+from tests import _helpers as h
+from tests.faults import _fault_helpers as fh
+from tests.faults._fault_helpers import settled_bystander  # noqa: F401 (a fixture)
+
+pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("settled_bystander")]
+
+LATE_HELPER = (
+    "import os, sys, time\n"
+    "late = os.path.join(sys.argv[1], 'profile', 'late')\n"
+    "print('up', flush=True)\n"
+    "while True:\n"
+    "    try:\n"
+    "        os.makedirs(late, exist_ok=True)\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "    time.sleep(0.005)\n"
+)
+
+
+def test_late_helper_recreating_the_profile_should_be_killed_by_a_second_pass(
+    session_kwargs, bystander, monkeypatch
+):
+    cleanup = ChromeUltraAggressiveCleanup(**session_kwargs)
+    helper = None
+    try:
+        with cleanup:
+            snap = fh.snapshot(cleanup)
+            root = snap.root
+            helper = subprocess.Popen(
+                [sys.executable, "-c", LATE_HELPER, root],
+                env=dict(os.environ, EMBASSY_CLEANUP_SESSION=cleanup.session_id),
+                stdout=subprocess.PIPE,
+            )
+            assert helper.stdout is not None and helper.stdout.readline().strip() == b"up"
+            assert h.wait_until(lambda: os.path.isdir(os.path.join(root, "profile", "late")), timeout=5)
+            _hide_until_first_verify(monkeypatch, helper.pid)
+            fh.replace_first_calls(monkeypatch, _teardown, "stage_os_kill", fh.noop_stage)
+        report = cleanup.report
+        assert report.passes >= 2, str(report)
+        verifies = fh.stages_of(report, Stage.VERIFY)
+        first_found = " | ".join(verifies[0].notes)
+        assert f"dir {root}" in first_found, str(report)
+        assert f"pid={helper.pid}" in first_found, str(report)
+        tree_kills = fh.stages_of(report, Stage.KILL_TREE)
+        assert fh.outcomes(tree_kills[:1]).get(helper.pid) is None, "the first pass was meant to miss it"
+        assert fh.outcomes(tree_kills[1:]).get(helper.pid) == "killed", str(report)
+        assert root in report.removed, str(report)
+        assert report.ok, str(report)
+        assert helper.wait(timeout=5) is not None
+        assert not h.wait_until(lambda: os.path.lexists(root), timeout=0.5), "the dir came back"
+        fh.assert_session_gone(snap)
+    finally:
+        if helper is not None:
+            fh.stop(helper)
+
+
+def _hide_until_first_verify(monkeypatch, pid: int) -> None:
+    """Discovery does not see ``pid`` (nor records it) until the first
+    verification starts."""
+    hidden = [True]
+    discover = ProcessTracker.discover
+    verify = _teardown.stage_verify
+
+    def discover_hiding(self):
+        found = discover(self)
+        if hidden[0]:
+            found.pop(pid, None)
+            with self._lock:
+                self.recorded.pop(pid, None)
+        return found
+
+    def verify_revealing(*args):
+        hidden[0] = False
+        return verify(*args)
+
+    monkeypatch.setattr(ProcessTracker, "discover", discover_hiding)
+    monkeypatch.setattr(_teardown, "stage_verify", verify_revealing)
