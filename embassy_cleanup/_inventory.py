@@ -31,7 +31,7 @@ from typing import Any, Iterable
 import psutil
 
 from . import _platform, _records
-from ._ownership import ENV_MARKER, ROOT_PREFIX
+from ._ownership import ENV_MARKER, OWNER_MARKER, ROOT_PREFIX, owner_alive
 
 #: The JSON schema version of :meth:`Inventory.to_dict`.
 SCHEMA_VERSION = 1
@@ -174,24 +174,26 @@ class Inventory:
         }
 
 
-def _marker_of(proc: psutil.Process, cmdline: list[str]) -> tuple[str | None, str | None]:
-    """``(session id, session root)`` from the command line, else the environment."""
-    for arg in cmdline:
-        m = _SID_IN_PATH.search(arg)
-        if m:
-            return m.group(1), _root_in(arg, m.group(1))
+def _marker_of(proc: psutil.Process, cmdline: list[str]) -> tuple[str | None, str | None, str | None]:
+    """``(session id, session root, owner marker)`` from the command line and
+    the environment (the owner marker is only in the environment)."""
     try:
         env = proc.environ()
     except Exception:  # psutil errors, and garbled environ areas
-        return None, None
+        env = {}
+    owner = env.get(OWNER_MARKER)
+    for arg in cmdline:
+        m = _SID_IN_PATH.search(arg)
+        if m:
+            return m.group(1), _root_in(arg, m.group(1)), owner
     sid = env.get(ENV_MARKER)
     if not sid or not re.fullmatch(r"[0-9a-f]{12}", sid):
-        return None, None
+        return None, None, None
     for key in ("TMPDIR", "XDG_CONFIG_HOME"):
         root = _root_in(env.get(key, ""), sid)
         if root:
-            return sid, root
-    return sid, None
+            return sid, root, owner
+    return sid, None, owner
 
 
 def _root_in(text: str, sid: str) -> str | None:
@@ -218,10 +220,17 @@ def _dir_size(path: str, limit: int = 5000) -> int:
     return total
 
 
-def _owner_alive(root: str | None) -> tuple[bool, int | None]:
-    """Whether the session at ``root`` has a live owner (its lock is held)."""
+def _owner_alive(root: str | None, owner: str | None = None) -> tuple[bool, int | None]:
+    """Whether the session at ``root`` has a live owner: its lock is held.
+
+    When the dir is gone (someone deleted it: a tmp cleaner), the lock went
+    with it; then the owner marker from a session process's environment
+    decides, and only a provably dead (or unknown) owner counts as dead.
+    """
     if root is None or not os.path.isdir(root):
-        return False, None
+        alive = owner_alive(owner) if owner else None
+        pid = int(owner.partition(":")[0]) if owner and alive is not None else None
+        return bool(alive), pid
     record = _records.read_record(root)
     owner = record.get("owner_pid") if isinstance(record.get("owner_pid"), int) else None
     lock = _records.try_lock_dead_owner(root)
@@ -251,6 +260,7 @@ def take_inventory(
     children: dict[int, list[int]] = {}
     used_paths: set[str] = set()
     found_roots: dict[str, str] = {}
+    found_owners: dict[str, str] = {}
     for proc in psutil.process_iter(["name", "ppid", "status", "create_time", "username"]):
         info = proc.info
         name = info["name"] or ""
@@ -276,9 +286,11 @@ def take_inventory(
         except psutil.Error:
             cmdline = []
         pi.cmdline = " ".join(cmdline)[:300]
-        pi.session_id, root = _marker_of(proc, cmdline)
+        pi.session_id, root, owner = _marker_of(proc, cmdline)
         if pi.session_id is not None and root is not None:
             found_roots.setdefault(pi.session_id, root)
+        if pi.session_id is not None and owner is not None:
+            found_owners.setdefault(pi.session_id, owner)
         used_paths.update(a.split("=", 1)[-1] for a in cmdline if os.sep in a)
         if memory:
             try:
@@ -316,8 +328,8 @@ def take_inventory(
             roots[p.session_id] = found_roots.get(p.session_id)
     sessions: dict[str, SessionInfo] = {}
     for sid, root in roots.items():
-        alive, owner = _owner_alive(root)
-        sessions[sid] = SessionInfo(sid, root, owner, alive)
+        alive, owner_pid = _owner_alive(root, found_owners.get(sid))
+        sessions[sid] = SessionInfo(sid, root, owner_pid, alive)
     for p in procs.values():
         if p.session_id is None:
             continue

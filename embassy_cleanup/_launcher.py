@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import _platform
 from ._errors import ConfigError, DriverNotFoundError, LaunchError
 from ._options import SessionOptions
-from ._ownership import ENV_MARKER, ROOT_PREFIX
+from ._ownership import ENV_MARKER, OWNER_MARKER, ROOT_PREFIX, owner_marker
 from ._presets import merge_flags, preset_flags
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -186,6 +186,7 @@ def child_env(opts: SessionOptions, session_id: str, paths: SessionPaths) -> dic
     env.update(
         {
             ENV_MARKER: session_id,
+            OWNER_MARKER: owner_marker(),
             "TMPDIR": paths.tmp,
             "TMP": paths.tmp,
             "TEMP": paths.tmp,

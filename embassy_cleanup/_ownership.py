@@ -42,6 +42,28 @@ log = logging.getLogger("embassy_cleanup")
 
 #: Environment variable every process of a session inherits.
 ENV_MARKER = "EMBASSY_CLEANUP_SESSION"
+#: ``<pid>:<create_time>`` of the session's owner, in the same environment: it
+#: tells a live owner from a dead one even when the session dir (and the owner
+#: lock in it) was deleted by someone else, e.g. a tmp cleaner.
+OWNER_MARKER = "EMBASSY_CLEANUP_OWNER"
+
+
+def owner_marker() -> str:
+    """This process's value for :data:`OWNER_MARKER`."""
+    return f"{os.getpid()}:{psutil.Process().create_time()!r}"
+
+
+def owner_alive(marker: str) -> bool | None:
+    """Whether the owner named by an :data:`OWNER_MARKER` value still runs
+    (None when the value cannot be read)."""
+    pid_s, _, ct_s = marker.partition(":")
+    try:
+        pid, ct = int(pid_s), float(ct_s)
+    except ValueError:
+        return None
+    return _platform.is_running(pid, ct)
+
+
 #: Prefix of every session root directory.
 ROOT_PREFIX = "embassy_cleanup-"
 

@@ -39,7 +39,7 @@ from typing import Any
 import psutil
 
 from . import _platform, _records
-from ._ownership import ENV_MARKER
+from ._ownership import ENV_MARKER, OWNER_MARKER
 
 log = logging.getLogger("embassy_cleanup")
 
@@ -86,7 +86,7 @@ class _WatchdogClient:
     def _start(self) -> None:
         owner = psutil.Process()
         rfd, wfd = os.pipe()  # both non-inheritable (PEP 446)
-        env = {k: v for k, v in os.environ.items() if k != ENV_MARKER}
+        env = {k: v for k, v in os.environ.items() if k not in (ENV_MARKER, OWNER_MARKER)}
         pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH")) if p)
         try:
