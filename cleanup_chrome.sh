@@ -47,7 +47,7 @@ while [ $# -gt 0 ]; do
         --temp-dir) [ $# -ge 2 ] || { echo "error: --temp-dir needs DIR" >&2; exit 2; }
                     temp_dir=$2; shift ;;
         --all-users) echo "error: --all-users needs the embassy_cleanup package (and root)" >&2; exit 2 ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -123,6 +123,10 @@ for root in "$temp_dir"/embassy_cleanup-*; do
     [ "$age" -ge "$older_than" ] || continue
     if owner_alive "$root"; then
         say "skip $root: its owner is alive"
+        continue
+    fi
+    if [ ! -e "$root/owner.lock" ] && [ "$age" -lt 30 ]; then
+        say "skip $root: no owner.lock yet, and young: a session may be starting"
         continue
     fi
     found=1

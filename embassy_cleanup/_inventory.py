@@ -251,8 +251,16 @@ def take_inventory(
     all_users: bool = False,
     memory: bool = True,
     extra_temp_dirs: Iterable[str] = (),
+    scoped: bool = False,
 ) -> Inventory:
-    """Scan processes and the temp dir; classify everything (read-only)."""
+    """Scan processes and the temp dir; classify everything (read-only).
+
+    ``memory=False`` skips USS/PSS (which read every mapping) but keeps RSS.
+    ``scoped=True`` limits our sessions to those whose dir is in
+    ``temp_dir``: processes of sessions elsewhere are left out entirely (the
+    CLI's ``--temp-dir``).  Otherwise every session of the user counts,
+    wherever its dir is.
+    """
     t0 = time.monotonic()
     base = temp_dir if temp_dir is not None else tempfile.gettempdir()
     me = os.getpid()
@@ -292,17 +300,19 @@ def take_inventory(
         if pi.session_id is not None and owner is not None:
             found_owners.setdefault(pi.session_id, owner)
         used_paths.update(a.split("=", 1)[-1] for a in cmdline if os.sep in a)
-        if memory:
-            try:
+        try:
+            if memory:
                 mem = proc.memory_full_info()
                 pi.rss, pi.uss, pi.pss = mem.rss, getattr(mem, "uss", None), getattr(mem, "pss", None)
-            except psutil.AccessDenied:
-                try:
-                    pi.rss = proc.memory_info().rss
-                except psutil.Error:
-                    pass
+            else:
+                pi.rss = proc.memory_info().rss
+        except psutil.AccessDenied:
+            try:
+                pi.rss = proc.memory_info().rss
             except psutil.Error:
                 pass
+        except psutil.Error:
+            pass
         procs[proc.pid] = pi
 
     # Descendants of a marked process share its session (zygote-forked helpers).
@@ -326,6 +336,15 @@ def take_inventory(
     for p in procs.values():
         if p.session_id and p.session_id not in roots:
             roots[p.session_id] = found_roots.get(p.session_id)
+    if scoped:
+        inside = os.path.abspath(base) + os.sep
+        outside = {
+            sid for sid, root in roots.items() if not (root and os.path.abspath(root).startswith(inside))
+        }
+        for sid in outside:
+            del roots[sid]
+        for pid in [pid for pid, p in procs.items() if p.session_id in outside]:
+            del procs[pid]
     sessions: dict[str, SessionInfo] = {}
     for sid, root in roots.items():
         alive, owner_pid = _owner_alive(root, found_owners.get(sid))

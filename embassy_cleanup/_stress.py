@@ -37,6 +37,10 @@ SCENARIOS = (
     "freeze-browser",
     "concurrent",
 )
+#: The run's own dir, ``<temp dir>/es-XXXXXXXX``: kept short, because the
+#: session dirs inside it must leave room for Chrome's socket path.
+RUN_DIR_PREFIX = "es-"
+RUN_DIR_LENGTH = 1 + len(RUN_DIR_PREFIX) + 8  # "/" + prefix + mkdtemp's 8 characters
 PAGE = "data:text/html,<title>stress</title><p>embassy_cleanup stress</p>"
 #: How long an owner-kill scenario waits for the watchdog before it counts a leak.
 OWNER_DEATH_WAIT_S = 10.0
@@ -327,7 +331,7 @@ def run_stress(
         if name not in SCENARIOS:
             raise ValueError(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
     # Short on purpose: Chrome's socket path under it must fit 107 bytes.
-    run_root = tempfile.mkdtemp(prefix="embassy-st-", dir=temp_dir)
+    run_root = tempfile.mkdtemp(prefix=RUN_DIR_PREFIX, dir=temp_dir)
     me = psutil.Process()
     baseline = me.num_fds() if hasattr(me, "num_fds") else 0
     results: list[IterationResult] = []

@@ -11,12 +11,13 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from typing import Any, Sequence
 
 import click
 
-from . import __version__
+from . import __version__, _launcher
 from ._errors import EmbassyCleanupError
 from ._presets import DEFAULT_PRESET, PRESETS
 from ._report import CleanupReport
@@ -268,7 +269,7 @@ def diagnose(
     from ._inventory import take_inventory
 
     _check_all_users(all_users)
-    inv = take_inventory(temp_dir, all_users=all_users, memory=not no_memory)
+    inv = take_inventory(temp_dir, all_users=all_users, memory=not no_memory, scoped=temp_dir is not None)
     if prom_path:
         write_prometheus(inv, prom_path)
     if as_json:
@@ -374,7 +375,7 @@ def clean(
     _check_all_users(all_users)
     if all_users and not all_processes:
         raise click.UsageError("--all-users only makes sense with --all")
-    inv = take_inventory(temp_dir, all_users=all_users, memory=False)
+    inv = take_inventory(temp_dir, all_users=all_users, memory=False, scoped=temp_dir is not None)
     plan = plan_clean(inv, older_than=older_than, all_processes=all_processes)
     if all_processes and not dry_run and any(a.kind == "kill-process" for a in plan):
         n = sum(1 for a in plan if a.kind == "kill-process")
@@ -450,6 +451,20 @@ def stress(
     """Repeat fault scenarios and report any leak. Exit status 1 on any leak."""
     from . import _stress
 
+    if plot_path:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise click.UsageError("--plot needs matplotlib: pip install 'embassy_cleanup[plot]'") from None
+    base = os.path.abspath(temp_dir or tempfile.gettempdir())
+    longest = _launcher.max_temp_root_length()
+    if longest is not None and len(base) + _stress.RUN_DIR_LENGTH > longest:
+        raise click.BadParameter(
+            f"{base!r} is too long: the run's sessions would live in a {len(base) + _stress.RUN_DIR_LENGTH}-"
+            f"character dir, and Chrome's socket path limit allows {longest}; use a directory of at most "
+            f"{longest - _stress.RUN_DIR_LENGTH} characters",
+            param_hint="--temp-dir",
+        )
     chosen = list(scenarios) or list(_stress.SCENARIOS)
     bad = [s for s in chosen if s not in _stress.SCENARIOS]
     if bad:
@@ -537,7 +552,7 @@ def watch(interval: float, duration: float, temp_dir: str | None, as_json: bool)
             f"{'stale':>5} {'RSS MiB':>9}"
         )
     while True:
-        inv = take_inventory(temp_dir, memory=False)
+        inv = take_inventory(temp_dir, memory=False, scoped=temp_dir is not None)
         t = inv.totals()
         sample = {
             "time": time.strftime("%H:%M:%S"),
