@@ -295,7 +295,10 @@ def bench_frozen(runs: int, root: str) -> dict[str, Any]:
         driver.get("data:text/html,<title>x</title>")
         leader = cleanup._state.target.tracker.leader  # type: ignore[union-attr]
         for c in psutil.Process(leader.pid).children(recursive=True):
-            c.suspend()
+            try:
+                c.suspend()
+            except psutil.NoSuchProcess:  # a renderer Chrome replaced by itself
+                pass
         t0 = time.perf_counter()
         cleanup.close()
         xs.append(time.perf_counter() - t0)

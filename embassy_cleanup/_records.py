@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import stat
 import tempfile
 import threading
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from . import _platform
-from ._ownership import ROOT_PREFIX, OwnedProcess, ProcessTracker
+from ._ownership import ENV_MARKER, ROOT_PREFIX, OwnedProcess, ProcessTracker
 from ._report import CleanupReport
 
 log = logging.getLogger("embassy_cleanup")
@@ -38,6 +39,7 @@ LOCK_NAME = "owner.lock"
 #: only one older than this is treated as a crash leftover.
 YOUNG_ROOT_S = 30.0
 
+_SID_RE = re.compile(re.escape(ROOT_PREFIX) + r"([0-9a-f]{12})")
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
@@ -223,6 +225,67 @@ def reap_orphaned(
         raise held.original from None
 
 
+def _sessions_with_live_processes(cands: list[Candidate]) -> set[str]:
+    """Which of these sessions still have a running process, in ONE pass over
+    the process table (a sweep of hundreds of stale dirs must not scan it
+    hundreds of times)."""
+    import psutil
+
+    wanted = {c.session_id for c in cands}
+    born_after = 0.0
+    createds = [read_record(c.root).get("created") for c in cands]
+    if createds and all(isinstance(t, (int, float)) and t > 0 for t in createds):
+        born_after = min(float(t) for t in createds)  # type: ignore[arg-type]
+    found: set[str] = set()
+    me = os.getpid()
+    for proc in psutil.process_iter(["create_time", "status"]):
+        info = proc.info
+        if proc.pid == me or info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if (info["create_time"] or 0.0) + 2.0 < born_after or not _platform.same_user(proc):
+            continue
+        try:
+            args = proc.cmdline()
+        except psutil.Error:
+            continue
+        hit = next(
+            (m.group(1) for a in args for m in [_SID_RE.search(a)] if m and m.group(1) in wanted), None
+        )
+        if hit is None:
+            try:
+                sid = proc.environ().get(ENV_MARKER)
+            except Exception:  # psutil errors, garbled environ areas
+                sid = None
+            hit = sid if sid in wanted else None
+        if hit is not None:
+            found.add(hit)
+    return found
+
+
+def _remove_only(cand: Candidate) -> CleanupReport:
+    """The report of a stale session with nothing left running: only its dir
+    goes (the one process scan of the sweep found none of its processes)."""
+    from ._report import Leftover, Stage, StageResult
+    from ._teardown import _remove_tree
+
+    t0 = time.monotonic()
+    err = _remove_tree(cand.root)
+    took = time.monotonic() - t0
+    nothing = "no process of the session was running (one scan for the whole sweep)"
+    stages = [
+        StageResult(Stage.QUIT, 0.0, skipped_reason="its owner is gone"),
+        StageResult(Stage.KILL_TREE, 0.0, notes=(nothing,)),
+        StageResult(Stage.PORTS, 0.0, skipped_reason=nothing),
+        StageResult(Stage.OS_KILL, 0.0, skipped_reason=nothing),
+        StageResult(
+            Stage.PROFILE, took, removed=(cand.root,) if err is None else (), errors=(err,) if err else ()
+        ),
+        StageResult(Stage.VERIFY, 0.0, notes=("dir gone" if err is None else "dir still there",)),
+    ]
+    left = () if err is None and not os.path.lexists(cand.root) else (Leftover("dir", cand.root),)
+    return CleanupReport(cand.session_id, tuple(stages), left, took)
+
+
 def sweep_stale(
     temp_root: str | None = None, budget: float = 5.0, exclude: Iterable[int] = ()
 ) -> list[CleanupReport]:
@@ -230,9 +293,12 @@ def sweep_stale(
 
     A live owner's session is never touched: its lock is held.  Safe to run
     from several processes at once.  Returns one report per session swept.
+    Sessions with processes still running get the full staged teardown; for
+    the rest (most of them, after a reboot) only the dir is removed, after a
+    single scan of the process table for the whole sweep.
     """
-    reports = []
     now = time.time()
+    locked: list[tuple[Candidate, int | None]] = []
     for cand in find_roots(temp_root):
         lock = try_lock_dead_owner(cand.root)
         if lock is False:
@@ -244,10 +310,18 @@ def sweep_stale(
                 continue
             if age < YOUNG_ROOT_S:
                 continue  # probably being created right now
-        try:
+        locked.append((cand, lock))
+    reports = []
+    try:
+        live = _sessions_with_live_processes([c for c, _ in locked]) if locked else set()
+        for cand, _lock in locked:
             log.info("sweeping stale session %s (owner gone): %s", cand.session_id, cand.root)
-            reports.append(reap_orphaned(cand.root, cand.session_id, budget, exclude))
-        finally:
+            if cand.session_id in live:
+                reports.append(reap_orphaned(cand.root, cand.session_id, budget, exclude))
+            else:
+                reports.append(_remove_only(cand))
+    finally:
+        for _cand, lock in locked:
             if lock is not None:
                 os.close(lock)
     return reports

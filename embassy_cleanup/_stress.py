@@ -225,12 +225,18 @@ def _kill_driver(cleanup: Any, driver: Any) -> None:
 
 def _kill_browser(cleanup: Any, driver: Any) -> None:
     for child in _leader(cleanup).children():
-        child.kill()
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def _freeze_browser(cleanup: Any, driver: Any) -> None:
     for child in _leader(cleanup).children(recursive=True):
-        child.suspend()
+        try:
+            child.suspend()
+        except psutil.NoSuchProcess:  # a renderer Chrome replaced by itself
+            pass
 
 
 def _owner_killed(run_root: str, preset: str, sig: int) -> float:
