@@ -192,19 +192,7 @@ def start_bystander() -> Bystander:
     )
     by = Bystander(chrome=chrome, chrome_dir=chrome_dir)
     wait_until(lambda: len(processes_under(chrome_dir)) >= 4, timeout=20)
-    # Snapshot only once the set has been stable for 0.5 s: start-up
-    # intermediates exit on their own and would look "killed" later.
-    last: set[int] = set()
-    stable_since = time.monotonic()
-    deadline = stable_since + 15
-    while time.monotonic() < deadline:
-        now = {p.pid for p in processes_under(chrome_dir)}
-        if now != last:
-            last, stable_since = now, time.monotonic()
-        elif time.monotonic() - stable_since >= 0.5:
-            break
-        time.sleep(0.05)
-    by.chrome_pids = {p.pid: p.create_time() for p in processes_under(chrome_dir)}
+    settle_bystander(by)
     by.port = _free_port_in(9000, 10000)
     by.server = subprocess.Popen(
         [
@@ -219,6 +207,28 @@ def start_bystander() -> Bystander:
     )
     assert by.server.stdout is not None and by.server.stdout.readline().strip() == b"up"
     return by
+
+
+def settle_bystander(by: Bystander, timeout: float = 15.0) -> None:
+    """Wait until the bystander Chrome's set of processes stops changing, then
+    make that set the one ``assert_alive()`` checks: start-up intermediates
+    exit on their own and would otherwise look "killed".  Found by the
+    bystander's own marker (its dir), never by name."""
+    seen: list[set[tuple[int, float]]] = []
+
+    def stable() -> bool:
+        now = set()
+        for p in processes_under(by.chrome_dir):
+            try:
+                now.add((p.pid, p.create_time()))
+            except psutil.Error:
+                continue
+        seen.append(now)
+        return len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]
+
+    assert wait_until(stable, timeout=timeout, interval=0.25), "the bystander Chrome did not settle"
+    assert len(seen[-1]) >= 4, f"the bystander Chrome runs only {sorted(seen[-1])}"
+    by.chrome_pids = dict(seen[-1])
 
 
 def stop_bystander(by: Bystander) -> None:

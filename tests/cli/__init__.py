@@ -267,32 +267,7 @@ def close_live_owner(crash, owner, session, snap) -> None:
 
 
 # -- bystanders ------------------------------------------------------------------
-def settle_bystander(by: Any, timeout: float = 15.0) -> None:
-    """Wait until the bystander Chrome's set of processes stops changing, then
-    make that set the one ``assert_alive()`` checks.
-
-    ``start_bystander()`` takes its snapshot while Chrome is still starting,
-    and on this loaded machine it sometimes holds a short-lived start-up
-    process (gone within a second by itself: the crashpad handler's
-    intermediate fork, for one), which ``assert_alive()`` then reports as
-    killed although nothing was.  Found by the bystander's own marker (its
-    dir), never by name.
-    """
-    seen: list[set[tuple[int, float]]] = []
-
-    def stable() -> bool:
-        now = set()
-        for p in h.processes_under(by.chrome_dir):
-            try:
-                now.add((p.pid, p.create_time()))
-            except psutil.Error:
-                continue
-        seen.append(now)
-        return len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]
-
-    assert h.wait_until(stable, timeout=timeout, interval=0.25), "the bystander Chrome did not settle"
-    assert len(seen[-1]) >= 4, f"the bystander Chrome runs only {sorted(seen[-1])}"
-    by.chrome_pids = dict(seen[-1])
+settle_bystander = h.settle_bystander  # one implementation, in tests/_helpers.py
 
 
 # -- zombies ------------------------------------------------------------------

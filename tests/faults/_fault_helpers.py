@@ -241,17 +241,7 @@ def short_dir(prefix: str) -> str:
     raise RuntimeError(f"no free dir name {prefix}N under {h.RUN_ROOT}")
 
 
-def settle_bystander(by: h.Bystander) -> None:
-    """Wait until the bystander Chrome's process set stops changing, then
-    keep in ``by.chrome_pids`` only the processes still running.
-
-    ``start_bystander`` records the first 4+ processes it sees; under load
-    some of them are start-up intermediates that exit by themselves a moment
-    later, and ``assert_alive`` would blame the test for them.
-    """
-    wait_stable(lambda: {p.pid for p in h.processes_under(by.chrome_dir)})
-    by.chrome_pids = {pid: ct for pid, ct in by.chrome_pids.items() if h.pid_running(pid, ct)}
-    assert by.chrome_pids, "the bystander Chrome did not survive its own start-up"
+settle_bystander = h.settle_bystander  # one implementation, in tests/_helpers.py
 
 
 @pytest.fixture
