@@ -271,9 +271,13 @@ def start_driver(
     try:
         driver = webdriver.Chrome(service=service, options=options)
     except WebDriverException as err:
-        first = (err.msg or str(err)).strip().splitlines()
+        # chromedriver's first line is often just "session not created"; the
+        # reason follows ("from unknown error: ..."): keep both, drop the
+        # documentation link and any stack trace.
+        lines = [ln.strip() for ln in (err.msg or str(err)).splitlines() if ln.strip()]
+        reason = "; ".join(ln.split("; For documentation")[0] for ln in lines[:2]) or repr(err)
         raise LaunchError(
-            f"Chrome did not start: {first[0] if first else err!r}"
+            f"Chrome did not start: {reason}"
             f" (binary={options.binary_location or 'chromedriver default'!r}, "
             f"driver={driver_path!r}); check the binary and the flags in extra_args",
             path=options.binary_location or None,
