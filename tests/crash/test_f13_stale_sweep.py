@@ -13,11 +13,11 @@ import os
 import signal
 import time
 
-import psutil
 import pytest
 
 from embassy_cleanup import ChromeUltraAggressiveCleanup, sweep_stale
 from tests import _helpers as h
+from tests.crash.conftest import steady
 
 pytestmark = pytest.mark.chrome
 
@@ -45,22 +45,9 @@ def _live_owner(crash):
     (session,) = owner.sessions
     # Taken now, while every command line is readable: a killed process must
     # still count later.
-    snap = _steady(crash.snapshot(session))
+    snap = steady(crash.snapshot(session))
     assert len(crash.running(snap)) >= 4, "too few steady processes to prove anything"
     return owner, session, snap
-
-
-def _steady(snap):
-    """The processes of a session that must not come and go: everything but
-    renderers, which Chrome replaces by itself (e.g. after a navigation)."""
-    out = {}
-    for pid, p in snap.items():
-        try:
-            if not any(a == "--type=renderer" for a in p.cmdline()):
-                out[pid] = p
-        except psutil.Error:
-            continue
-    return out
 
 
 def _assert_untouched(crash, owner, session, snap):

@@ -21,6 +21,7 @@ from selenium.webdriver import ChromeOptions
 
 from embassy_cleanup import ChromeUltraAggressiveCleanup
 from tests import _helpers as h
+from tests.crash.conftest import steady
 
 pytestmark = pytest.mark.chrome
 
@@ -64,8 +65,9 @@ def test_a_session_started_in_a_worker_thread_keeps_its_browser_after_the_thread
     assert not worker.is_alive()
     cleanup, driver = box["cleanup"], box["driver"]
     try:
-        snap = crash.snapshot({"root": cleanup.root, "pids": {}})
-        assert len(crash.running(snap)) >= 5
+        # Renderers come and go by themselves; the rest must all survive.
+        snap = steady(crash.snapshot({"root": cleanup.root, "pids": {}}))
+        assert len(crash.running(snap)) >= 4
         # a parent-death signal tied to the thread would strike right now
         lost = h.wait_until(lambda: crash.running(snap) != sorted(snap), timeout=0.5)
         assert not lost, f"the browser lost processes when its starting thread exited: {crash.running(snap)}"
