@@ -38,8 +38,8 @@ if [ ! -x .venv/bin/python ]; then
     echo "bootstrap: creating .venv"
     python3 -m venv .venv
 fi
-if [ ! -f "$stamp" ] || [ -n "$(find setup.cfg pyproject.toml -newer "$stamp" 2>/dev/null)" ]; then
-    echo "bootstrap: installing embassy_cleanup[dev] into .venv"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+if [ ! -f "$stamp" ] || [ -n "$(find setup.cfg pyproject.toml scripts/bootstrap.sh -newer "$stamp" 2>/dev/null)" ]; then
+    echo "bootstrap: installing embassy_cleanup[dev,plot] into .venv"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,plot]'
     touch "$stamp"
 fi

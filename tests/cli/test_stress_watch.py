@@ -113,17 +113,41 @@ def test_stress_with_a_temp_dir_too_long_for_its_run_dir_is_refused_or_runs(tdir
         assert "--temp-dir" in out.stderr and "Traceback" not in out.stderr
 
 
-@pytest.mark.chrome
-@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is not None, reason="matplotlib is installed")
-def test_stress_plot_without_the_plot_extra_is_a_usage_error(tiny, tmp_path):
+def test_stress_plot_without_the_plot_extra_is_refused_before_any_iteration(tiny, tmp_path, monkeypatch):
+    # In-process, with matplotlib made unimportable, so this runs whether or
+    # not the plot extra is installed.
+    import sys
+
+    from click.testing import CliRunner
+
+    from embassy_cleanup import _stress
+    from embassy_cleanup.cli import cli
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    ran = []
+    monkeypatch.setattr(_stress, "run_stress", lambda *a, **k: ran.append(a))
     png = tmp_path / "stress.png"
 
-    out = run_cli("stress", "-n", "1", "-s", "normal", "--temp-dir", tiny, "--plot", str(png))
+    args = ["stress", "-n", "1", "-s", "normal", "--temp-dir", tiny, "--plot", str(png)]
+    result = CliRunner().invoke(cli, args)
+
+    assert result.exit_code == 2, result.output
+    assert "embassy_cleanup[plot]" in result.output
+    assert ran == [], "iterations ran before the missing extra was noticed"
+    assert not png.exists()
+
+
+@pytest.mark.chrome
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="the plot extra is not installed")
+def test_stress_plot_should_draw_a_png_of_the_iterations(tiny, tmp_path):
+    png = tmp_path / "stress.png"
+
+    out = run_cli("stress", "-n", "2", "-s", "normal", "--temp-dir", tiny, "--plot", str(png))
 
     h.kill_all(_marked(tiny))
-    assert "Traceback" not in out.stderr, out.stderr
-    assert out.returncode == 2, f"{out.stdout}\n{out.stderr}"
-    assert "embassy_cleanup[plot]" in out.stderr
+    assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
 
 # -- watch --------------------------------------------------------------------
