@@ -410,7 +410,9 @@ def plot(result: StressResult, path: str) -> None:
     ax2.set_ylabel("RSS of Chrome-family processes (MiB)")
     ax1.set_ylim(bottom=0)
     ax2.set_ylim(bottom=0)
-    ax1.xaxis.get_major_locator().set_params(integer=True)
+    from matplotlib.ticker import MaxNLocator
+
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles = ax1.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax1.legend(handles, [str(h.get_label()) for h in handles], loc="upper left")
     ax1.set_title("embassy-cleanup stress: Chrome-family processes after each iteration")
