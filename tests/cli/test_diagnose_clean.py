@@ -42,11 +42,9 @@ from tests.cli import (
     run_cli,
     run_sh,
     scoped_dir,
-    settle_bystander,
     wait_healthy,
     wait_zombie,
 )
-from tests.crash.conftest import CrashKit
 
 pytestmark = pytest.mark.chrome
 
@@ -56,28 +54,6 @@ LITTER_NAMES = [
     ".com.google.Chrome.aB3dEf",
     "scoped_dir4242_1717",
 ]
-
-
-@pytest.fixture
-def crash(record_property):
-    kit = CrashKit(record_property)
-    try:
-        yield kit
-    finally:
-        kit.finish()
-
-
-@pytest.fixture
-def bystander(bystander):
-    """The suite's bystander, once its start-up processes have come and gone."""
-    settle_bystander(bystander)
-    return bystander
-
-
-@pytest.fixture
-def tdir():
-    with scoped_dir() as path:
-        yield path
 
 
 def _sessions(data):

@@ -32,13 +32,10 @@ from tests.cli import (
     leaks_of,
     make_litter,
     run_cli,
-    scoped_dir,
-    settle_bystander,
     tiny_tmp_dir,
     wait_healthy,
     wait_zombie,
 )
-from tests.crash.conftest import CrashKit
 
 SID = re.compile(r"^[0-9a-f]{12}$")
 NUMBER = (int, float)
@@ -81,28 +78,6 @@ METRICS = {
     "embassy_cleanup_healthy",
     "embassy_cleanup_scan_seconds",
 }
-
-
-@pytest.fixture
-def crash(record_property):
-    kit = CrashKit(record_property)
-    try:
-        yield kit
-    finally:
-        kit.finish()
-
-
-@pytest.fixture
-def bystander(bystander):
-    """The suite's bystander, once its start-up processes have come and gone."""
-    settle_bystander(bystander)
-    return bystander
-
-
-@pytest.fixture
-def tdir():
-    with scoped_dir() as path:
-        yield path
 
 
 def check_fields(entry, fields, where):

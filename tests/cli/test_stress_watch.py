@@ -16,7 +16,7 @@ import os
 import pytest
 
 from tests import _helpers as h
-from tests.cli import cli_json, make_litter, run_cli, scoped_dir, settle_bystander, tiny_tmp_dir
+from tests.cli import cli_json, make_litter, run_cli, tiny_tmp_dir
 
 SUMMARY_KEYS = {
     "iterations",
@@ -44,19 +44,6 @@ ITERATION_KEYS = {
 }
 SAMPLE_KEYS = {"time", "processes", "session", "orphan", "foreign", "zombie", "stale_dirs", "rss_bytes"}
 SCENARIOS = ["normal", "kill-browser", "sigkill-owner"]
-
-
-@pytest.fixture
-def tdir():
-    with scoped_dir() as path:
-        yield path
-
-
-@pytest.fixture
-def bystander(bystander):
-    """The suite's bystander, once its start-up processes have come and gone."""
-    settle_bystander(bystander)
-    return bystander
 
 
 @pytest.fixture
