@@ -26,7 +26,7 @@ import re
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import psutil
 
@@ -250,7 +250,6 @@ def take_inventory(
     temp_dir: str | None = None,
     all_users: bool = False,
     memory: bool = True,
-    extra_temp_dirs: Iterable[str] = (),
     scoped: bool = False,
 ) -> Inventory:
     """Scan processes and the temp dir; classify everything (read-only).
@@ -330,9 +329,8 @@ def take_inventory(
 
     # Sessions: from marked processes and from roots in the temp dir(s).
     roots: dict[str, str | None] = {}
-    for d in [base, *extra_temp_dirs]:
-        for cand in _records.find_roots(d):
-            roots[cand.session_id] = cand.root
+    for cand in _records.find_roots(base):
+        roots[cand.session_id] = cand.root
     for p in procs.values():
         if p.session_id and p.session_id not in roots:
             roots[p.session_id] = found_roots.get(p.session_id)

@@ -228,9 +228,6 @@ class ProcessTracker:
         self.record(found.values())
         return found
 
-    def running(self, procs: Iterable[OwnedProcess]) -> list[OwnedProcess]:
-        return [p for p in procs if p.is_running()]
-
     # -- signalling ----------------------------------------------------
     def kill_tree(
         self,

@@ -95,6 +95,16 @@ def render_report(report: CleanupReport) -> str:
     return "\n".join(lines)
 
 
+#: --temp-dir of diagnose, clean and watch: one definition, one meaning.
+_scope_option = click.option(
+    "--temp-dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Only sessions whose dir is in this dir, and Chromium's stale dirs in it (default: every "
+    "session of yours, and stale dirs in the system temp dir).",
+)
+
+
 # -- the group --------------------------------------------------------------
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="embassy-cleanup", message="%(prog)s %(version)s")
@@ -239,12 +249,7 @@ def write_prometheus(inv: Any, path: str) -> None:
 
 
 @cli.command()
-@click.option(
-    "--temp-dir",
-    type=click.Path(exists=True, file_okay=False),
-    default=None,
-    help="Temp dir to inspect (default: the system temp dir).",
-)
+@_scope_option
 @click.option("--all-users", is_flag=True, help="Include other users' processes (root only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the inventory as JSON (schema in docs/cli.md).")
 @click.option(
@@ -330,12 +335,7 @@ def diagnose(
 
 # -- clean --------------------------------------------------------------------
 @cli.command()
-@click.option(
-    "--temp-dir",
-    type=click.Path(exists=True, file_okay=False),
-    default=None,
-    help="Temp dir to clean (default: the system temp dir).",
-)
+@_scope_option
 @click.option("--dry-run", is_flag=True, help="Show exactly what would be done; do nothing.")
 @click.option(
     "--older-than",
@@ -538,7 +538,7 @@ def stress(
     metavar="SECONDS",
     help="How long to watch (0: one sample).",
 )
-@click.option("--temp-dir", type=click.Path(exists=True, file_okay=False), default=None)
+@_scope_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def watch(interval: float, duration: float, temp_dir: str | None, as_json: bool) -> None:
     """Sample every --interval for --duration: one line per sample, so a slow
