@@ -11,9 +11,6 @@
   stage (or any function) and lets the later calls through;
 * :func:`start_listener` starts a process that is not the session's and
   listens on a given port;
-* the ``settled_bystander`` fixture settles conftest's ``bystander`` (see
-  :func:`settle_bystander`); a module imports it and lists it in
-  ``pytest.mark.usefixtures``.
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import psutil
-import pytest
 
 from embassy_cleanup import CleanupReport, Stage, StageResult
 from tests import _helpers as h
@@ -239,16 +235,6 @@ def short_dir(prefix: str) -> str:
             continue
         return path
     raise RuntimeError(f"no free dir name {prefix}N under {h.RUN_ROOT}")
-
-
-settle_bystander = h.settle_bystander  # one implementation, in tests/_helpers.py
-
-
-@pytest.fixture
-def settled_bystander(bystander: h.Bystander) -> h.Bystander:
-    """conftest's ``bystander`` (the same object), settled."""
-    settle_bystander(bystander)
-    return bystander
 
 
 def write_executable(path: str, text: str) -> str:

@@ -10,9 +10,8 @@ import pytest
 
 from embassy_cleanup import ChromeUltraAggressiveCleanup, Stage
 from tests.faults import _fault_helpers as fh
-from tests.faults._fault_helpers import settled_bystander  # noqa: F401 (a fixture)
 
-pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("settled_bystander")]
+pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("bystander")]
 
 
 def test_normal_exit_should_tear_down_everything_and_report_ok(session_kwargs, bystander):

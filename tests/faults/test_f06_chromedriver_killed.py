@@ -11,9 +11,8 @@ import pytest
 from embassy_cleanup import ChromeUltraAggressiveCleanup
 from tests import _helpers as h
 from tests.faults import _fault_helpers as fh
-from tests.faults._fault_helpers import settled_bystander  # noqa: F401 (a fixture)
 
-pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("settled_bystander")]
+pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("bystander")]
 
 
 def test_browser_should_be_found_and_killed_after_chromedriver_was_sigkilled(session_kwargs, bystander):

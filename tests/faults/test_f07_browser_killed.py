@@ -21,9 +21,8 @@ import pytest
 from embassy_cleanup import ChromeUltraAggressiveCleanup
 from tests import _helpers as h
 from tests.faults import _fault_helpers as fh
-from tests.faults._fault_helpers import settled_bystander  # noqa: F401 (a fixture)
 
-pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("settled_bystander")]
+pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("bystander")]
 
 
 def test_session_should_leave_nothing_after_the_browser_was_sigkilled(session_kwargs, bystander):

@@ -11,9 +11,8 @@ import pytest
 from embassy_cleanup import ChromeUltraAggressiveCleanup, Stage
 from tests import _helpers as h
 from tests.faults import _fault_helpers as fh
-from tests.faults._fault_helpers import settled_bystander  # noqa: F401 (a fixture)
 
-pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("settled_bystander")]
+pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("bystander")]
 
 CLEANUP_TIMEOUT = 5.0
 #: Slack for the bound check: process start-up of pgrep, scheduling on a

@@ -13,7 +13,6 @@ import pytest
 from embassy_cleanup import ChromeUltraAggressiveCleanup, ConfigError, LaunchError, _launcher
 from tests import _helpers as h
 from tests.faults import _fault_helpers as fh
-from tests.faults._fault_helpers import settled_bystander  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
@@ -46,7 +45,7 @@ def _launch_should_fail(root: str, **kwargs) -> tuple[LaunchError, ChromeUltraAg
 
 
 @pytest.mark.chrome
-@pytest.mark.usefixtures("settled_bystander")
+@pytest.mark.usefixtures("bystander")
 @pytest.mark.parametrize(
     "script",
     ["#!/bin/sh\nexit 1\n", "#!/bin/sh\necho 'not a browser'\nexit 0\n"],
@@ -62,7 +61,7 @@ def test_binary_that_exits_at_once_should_raise_launch_error_and_leave_nothing(
 
 
 @pytest.mark.chrome
-@pytest.mark.usefixtures("settled_bystander")
+@pytest.mark.usefixtures("bystander")
 def test_flag_that_makes_chrome_exit_should_raise_launch_error_and_leave_nothing(empty_root, bystander):
     # --version prints the version and exits: Chrome never opens DevTools
     err, _cleanup = _launch_should_fail(empty_root, extra_args=["--version"])

@@ -9,9 +9,8 @@ import pytest
 
 from embassy_cleanup import ChromeUltraAggressiveCleanup, Stage, _teardown
 from tests.faults import _fault_helpers as fh
-from tests.faults._fault_helpers import settled_bystander  # noqa: F401 (a fixture)
 
-pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("settled_bystander")]
+pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("bystander")]
 
 
 def _assert_bystander_untouched(cleanup, bystander) -> None:

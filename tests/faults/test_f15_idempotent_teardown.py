@@ -12,9 +12,8 @@ import pytest
 from embassy_cleanup import ChromeUltraAggressiveCleanup, Stage, _session, _teardown
 from embassy_cleanup._ownership import ProcessTracker
 from tests.faults import _fault_helpers as fh
-from tests.faults._fault_helpers import settled_bystander  # noqa: F401 (a fixture)
 
-pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("settled_bystander")]
+pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("bystander")]
 
 
 @pytest.fixture
