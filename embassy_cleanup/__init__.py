@@ -9,6 +9,7 @@ private.  The layers, bottom up (see docs/architecture.md):
 ``_teardown``   the six stages and the report
 ``_watchdog``   crash safety: cleanup when the owner dies
 ``_session``    the context manager, built from the above
+``_pool``       ChromePool: sessions reused across jobs, with their lifecycle
 ``cli``         the ``embassy-cleanup`` command
 """
 
@@ -20,9 +21,15 @@ from ._errors import (
     DriverNotFoundError,
     EmbassyCleanupError,
     LaunchError,
+    LeaseExpiredError,
     NotOwnedError,
+    PoolClosedError,
+    PoolError,
+    PoolFullError,
+    PoolTimeoutError,
     StageTimeout,
 )
+from ._pool import ChromePool, PoolStats
 from ._presets import PRESETS
 from ._records import sweep_stale
 from ._report import CleanupReport, Leftover, ProcessAction, Stage, StageResult
@@ -33,6 +40,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChromeUltraAggressiveCleanup",
+    "ChromePool",
+    "PoolStats",
     "sweep_stale",
     "install_signal_handlers",
     "uninstall_signal_handlers",
@@ -49,5 +58,10 @@ __all__ = [
     "NotOwnedError",
     "StageTimeout",
     "CleanupIncomplete",
+    "PoolError",
+    "PoolClosedError",
+    "PoolFullError",
+    "PoolTimeoutError",
+    "LeaseExpiredError",
     "__version__",
 ]

@@ -21,6 +21,11 @@ __all__ = [
     "NotOwnedError",
     "StageTimeout",
     "CleanupIncomplete",
+    "PoolError",
+    "PoolClosedError",
+    "PoolFullError",
+    "PoolTimeoutError",
+    "LeaseExpiredError",
 ]
 
 
@@ -120,3 +125,41 @@ class CleanupIncomplete(EmbassyCleanupError, RuntimeError):
 
     def __init__(self, msg: str, *, report: CleanupReport) -> None:
         super().__init__(msg, report=report)
+
+
+class PoolError(EmbassyCleanupError):
+    """Base class of the errors a :class:`ChromePool` raises."""
+
+    __module__ = "embassy_cleanup"
+
+
+class PoolClosedError(PoolError, RuntimeError):
+    """The pool is closed: no checkout, and a browser that was checked out
+    when it closed has been torn down under its holder."""
+
+    __module__ = "embassy_cleanup"
+
+
+class PoolFullError(PoolError, RuntimeError):
+    """``on_full="reject"`` and every one of the ``max_size`` browsers is busy."""
+
+    __module__ = "embassy_cleanup"
+
+    def __init__(self, msg: str, *, max_size: int) -> None:
+        super().__init__(msg, max_size=max_size)
+
+
+class PoolTimeoutError(PoolError, TimeoutError):
+    """``on_full="wait"``: no browser became free within ``timeout`` seconds."""
+
+    __module__ = "embassy_cleanup"
+
+    def __init__(self, msg: str, *, max_size: int, seconds: float) -> None:
+        super().__init__(msg, max_size=max_size, seconds=seconds)
+
+
+class LeaseExpiredError(PoolError, RuntimeError):
+    """A pooled driver was used outside its ``with pool.session()`` block:
+    after it was returned, or after the pool retired its browser."""
+
+    __module__ = "embassy_cleanup"

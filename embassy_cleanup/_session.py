@@ -26,6 +26,8 @@ import warnings
 import weakref
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+import psutil
+
 from . import _launcher, _watchdog
 from ._errors import CleanupIncomplete, EmbassyCleanupError, LaunchError
 from ._options import SessionOptions, validate
@@ -128,6 +130,21 @@ def _release_driver(driver: Any) -> None:
                 stream.close()
             except Exception as err:
                 log.debug("closing a chromedriver pipe: %s", err)
+
+
+def _process_memory(pid: int, create_time: float) -> int:
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - create_time) > 0.01:
+            return 0  # the PID was reused: not ours
+        try:
+            full = proc.memory_full_info()
+            pss = getattr(full, "pss", None)
+            return int(pss if pss is not None else full.uss)
+        except psutil.AccessDenied:
+            return int(proc.memory_info().rss)
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return 0
 
 
 def _finalize(state: _SessionState) -> None:
@@ -237,6 +254,21 @@ class ChromeUltraAggressiveCleanup:
     def ports(self) -> set[int]:
         t = self._state.target
         return set(t.ports) if t is not None else set()
+
+    def memory_bytes(self) -> int:
+        """The memory of this session's process tree right now, in bytes.
+
+        Each process counts its PSS (its share of pages it shares with
+        others), or its USS where PSS is unreadable, or its RSS as a last
+        resort; 0 before the session started or after it closed.
+        """
+        t = self._state.target
+        if t is None or self.report is not None:
+            return 0
+        total = 0
+        for p in t.tracker.discover().values():
+            total += _process_memory(p.pid, p.create_time)
+        return total
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> WebDriver:

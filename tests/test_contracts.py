@@ -33,6 +33,13 @@ DOCUMENTED_PUBLIC = {
     "NotOwnedError",
     "StageTimeout",
     "CleanupIncomplete",
+    "ChromePool",
+    "PoolStats",
+    "PoolError",
+    "PoolClosedError",
+    "PoolFullError",
+    "PoolTimeoutError",
+    "LeaseExpiredError",
     "__version__",
 }
 

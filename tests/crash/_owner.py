@@ -40,7 +40,7 @@ import time
 import psutil
 from selenium.webdriver import ChromeOptions
 
-from embassy_cleanup import ChromeUltraAggressiveCleanup, install_signal_handlers
+from embassy_cleanup import ChromePool, ChromeUltraAggressiveCleanup, install_signal_handlers
 from embassy_cleanup._watchdog import watchdog_pid
 
 APP_HANDLER_EXIT = 7
@@ -62,6 +62,16 @@ def wait_title(driver, title: str, timeout: float = 30.0) -> str:
         if current == title or time.monotonic() >= end:
             return current
         time.sleep(0.02)
+
+
+def _pids(cleanup: ChromeUltraAggressiveCleanup) -> dict[str, float]:
+    pids = {}
+    for pid in cleanup.pids:
+        try:
+            pids[str(pid)] = psutil.Process(pid).create_time()
+        except psutil.NoSuchProcess:
+            continue
+    return pids
 
 
 class Owner:
@@ -90,26 +100,63 @@ class Owner:
         self.drivers.append(driver)
         driver.get(page(f"owner-{index}"))
         wait_title(driver, f"owner-{index}")
-        pids = {}
-        for pid in cleanup.pids:
-            try:
-                pids[str(pid)] = psutil.Process(pid).create_time()
-            except psutil.NoSuchProcess:
-                continue
         self.described.append(
             {
                 "index": index,
                 "sid": cleanup.session_id,
                 "root": cleanup.root,
-                "pids": pids,
+                "pids": _pids(cleanup),
                 "ports": sorted(cleanup.ports),
                 "watchdog_pid": watchdog_pid(),
             }
         )
 
     def start_all(self) -> None:
+        if self.args.pool:
+            self.start_pool()
+            return
         for i in range(self.args.sessions):
             self.start_one(i)
+
+    def start_pool(self) -> None:
+        """``--pool``: a ChromePool of ``--sessions`` browsers, the first
+        checked out (held), the others returned idle; each is described as a
+        session."""
+        args = self.args
+        options = ChromeOptions()
+        options.page_load_strategy = "none"
+        self.pool = ChromePool(
+            max_size=args.sessions,
+            idle_timeout=None,
+            temp_root=args.temp_root,
+            watchdog=not args.no_watchdog,
+            cleanup_timeout=10,
+            options=options,
+        )
+        leases = [self.pool.session() for _ in range(args.sessions)]
+        drivers = [lease.__enter__() for lease in leases]
+        for i, driver in enumerate(drivers):
+            driver.get(page(f"owner-{i}"))
+            wait_title(driver, f"owner-{i}")
+        sessions = {e.driver: e.session for e in self.pool._core.busy}
+        for i, driver in enumerate(drivers):
+            cleanup = sessions[driver]
+            self.cleanups.append(cleanup)
+            self.drivers.append(driver)
+            self.described.append(
+                {
+                    "index": i,
+                    "sid": cleanup.session_id,
+                    "root": cleanup.root,
+                    "pids": _pids(cleanup),
+                    "ports": sorted(cleanup.ports),
+                    "watchdog_pid": watchdog_pid(),
+                    "in_use": i == 0,
+                }
+            )
+        for lease in leases[1:]:
+            lease.__exit__(None, None, None)
+        self.leases = leases[:1]
 
     def describe(self) -> dict:
         me = psutil.Process()
@@ -173,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-watchdog", action="store_true")
     parser.add_argument("--no-graceful", action="store_true")
     parser.add_argument("--preset", default=None)
+    parser.add_argument("--pool", action="store_true", help="the sessions are the browsers of one ChromePool")
     parser.add_argument("--thread", action="store_true", help="start the sessions in a worker thread")
     parser.add_argument("--signal-handlers", action="store_true")
     parser.add_argument("--app-handler", action="store_true")

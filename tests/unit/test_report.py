@@ -16,8 +16,13 @@ from embassy_cleanup import (
     DriverNotFoundError,
     EmbassyCleanupError,
     LaunchError,
+    LeaseExpiredError,
     Leftover,
     NotOwnedError,
+    PoolClosedError,
+    PoolError,
+    PoolFullError,
+    PoolTimeoutError,
     ProcessAction,
     Stage,
     StageResult,
@@ -169,6 +174,17 @@ ERRORS = [
         CleanupIncomplete("leftovers", report=make_report(leftovers=(Leftover("dir", "/tmp/x"),))),
         {"report": make_report(leftovers=(Leftover("dir", "/tmp/x"),))},
         id="CleanupIncomplete",
+    ),
+    pytest.param(PoolError("pool trouble"), {}, id="PoolError"),
+    pytest.param(PoolClosedError("closed", session_id="ab12"), {"session_id": "ab12"}, id="PoolClosedError"),
+    pytest.param(PoolFullError("full", max_size=3), {"max_size": 3}, id="PoolFullError"),
+    pytest.param(
+        PoolTimeoutError("waited", max_size=3, seconds=0.5),
+        {"max_size": 3, "seconds": 0.5},
+        id="PoolTimeoutError",
+    ),
+    pytest.param(
+        LeaseExpiredError("returned", session_id="ab12"), {"session_id": "ab12"}, id="LeaseExpiredError"
     ),
 ]
 

@@ -1,0 +1,705 @@
+"""``ChromePool``: reuse browsers across jobs without trusting the callers.
+
+Every browser in the pool is one :class:`ChromeUltraAggressiveCleanup`
+session, so it has the same ownership markers, the same watchdog (a pool
+whose owner is SIGKILLed is cleaned up like any session) and the same staged
+teardown when the pool retires it.  What the pool adds is lifecycle:
+
+* a browser is handed out only after a health check (processes running and
+  not stopped, DevTools answering, a window to drive, all bounded in time),
+  and is reset on return (one window, ``about:blank``, cookies and cache
+  cleared);
+* it is retired after ``max_uses`` jobs, when its process tree passes
+  ``max_memory_mb``, when a check fails, when it sat idle for longer than
+  ``idle_timeout`` (a background reaper), or to make room (``on_full="evict"``);
+* the driver a holder gets refuses to work once its lease is over (returned,
+  retired, pool closed) with :class:`LeaseExpiredError` or
+  :class:`PoolClosedError`, instead of a connection error from a browser that
+  is gone or, worse, driving the next job's browser;
+* ``close()`` (or the ``with`` block, or the finalizer of a dropped pool)
+  tears every browser down, including those still checked out.
+
+Locking: one condition variable guards the pool's books.  Starting, checking,
+resetting and tearing down a browser take seconds, so they all run outside
+it; a slot is reserved under the lock first (``_creating``) so that
+``max_size`` holds while a browser starts, and a browser that finishes
+starting after the pool closed is torn down by the thread that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import threading
+import time
+import warnings
+import weakref
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+from ._errors import (
+    CleanupIncomplete,
+    ConfigError,
+    EmbassyCleanupError,
+    LeaseExpiredError,
+    PoolClosedError,
+    PoolFullError,
+    PoolTimeoutError,
+)
+from ._options import SessionOptions, validate
+from ._session import ChromeUltraAggressiveCleanup
+
+if TYPE_CHECKING:  # pragma: no cover
+    from selenium.webdriver.chrome.webdriver import WebDriver
+
+    from ._report import CleanupReport
+
+log = logging.getLogger("embassy_cleanup")
+
+ON_FULL = ("wait", "evict", "reject")
+#: Why a browser was retired before its time; the keys of ``PoolStats.recycled``.
+RECYCLE_REASONS = ("max_uses", "memory", "unhealthy")
+
+_QUIT = "quit"  # selenium.webdriver.remote.command.Command.QUIT
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolStats:
+    """A snapshot of a pool's counters (``pool.stats()``).
+
+    ``created``: browsers started; ``reused``: checkouts served by an idle
+    browser; ``recycled``: browsers retired by reason (``max_uses``,
+    ``memory``, ``unhealthy``); ``reaped_idle``: retired by the idle reaper;
+    ``evicted``: retired to make room; ``errors``: browsers that failed to
+    start plus teardowns that did not verify clean; ``in_use``, ``idle``,
+    ``starting``, ``waiting``: right now.
+    """
+
+    max_size: int
+    created: int
+    reused: int
+    recycled: Mapping[str, int]
+    reaped_idle: int
+    evicted: int
+    errors: int
+    in_use: int
+    idle: int
+    starting: int
+    waiting: int
+    closed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["recycled"] = dict(self.recycled)
+        return out
+
+
+class _Entry:
+    """One browser of the pool and the pool's books about it."""
+
+    def __init__(self, key: str, session: ChromeUltraAggressiveCleanup, driver: WebDriver) -> None:
+        self.key = key
+        self.session = session
+        self.driver = driver
+        self.uses = 0
+        self.last_used = time.monotonic()
+        self.busy = True
+        # Why the driver refuses commands now (None: it is leased); see _guard.
+        self.revoked: tuple[type[EmbassyCleanupError], str] | None = None
+        self.pool_threads: set[int] = set()  # threads of the pool's own checks
+
+    @property
+    def sid(self) -> str:
+        return self.session.session_id
+
+
+def _guard(entry: _Entry) -> None:
+    """Make ``entry.driver`` refuse commands while its lease is over.
+
+    Every WebDriver command, including those of the elements it returned,
+    goes through ``driver.execute``; the instance attribute shadows the
+    method, so the driver stays a real ``WebDriver``.  ``quit`` always passes
+    (teardown and an over-eager holder both send it), and so does the pool's
+    own checking thread.
+    """
+    raw = entry.driver.execute
+
+    def execute(driver_command: str, params: dict[str, Any] | None = None) -> Any:
+        revoked = entry.revoked
+        if (
+            revoked is not None
+            and driver_command != _QUIT
+            and threading.get_ident() not in entry.pool_threads
+        ):
+            cls, why = revoked
+            raise cls(f"browser {entry.sid}: {why}", session_id=entry.sid)
+        return raw(driver_command, params)
+
+    entry.driver.execute = execute  # type: ignore[method-assign,assignment]
+
+
+_RETURNED = (
+    LeaseExpiredError,
+    "this driver was returned to the pool; use it only inside its 'with pool.session()' block",
+)
+_CLOSED = (PoolClosedError, "the pool was closed while this browser was checked out; it is torn down")
+
+
+def _option_key(opts: SessionOptions) -> str:
+    """Browsers are interchangeable only when they were started alike."""
+    fields = {}
+    for f in dataclasses.fields(opts):
+        value = getattr(opts, f.name)
+        if f.name == "options" and value is not None:
+            value = value.to_capabilities()
+        fields[f.name] = value
+    return json.dumps(fields, sort_keys=True, default=repr)
+
+
+def _number(name: str, value: Any, *, minimum: float, integer: bool = False, allow_none: bool = False) -> Any:
+    if value is None and allow_none:
+        return None
+    wrong = isinstance(value, bool) or not isinstance(value, (int, float))
+    if wrong or (integer and isinstance(value, float)):
+        what = "an integer" if integer else "a number"
+        none = " or None" if allow_none else ""
+        raise TypeError(f"{name} must be {what}{none}, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value) or value < minimum:
+        raise ConfigError(
+            f"{name} must be a finite number >= {minimum}, got {value!r}", option=name, value=value
+        )
+    return value
+
+
+class _PoolCore:
+    """The pool's state; the reaper thread and the finalizer hold this, never
+    the public ``ChromePool``, so dropping the pool lets it be collected."""
+
+    def __init__(
+        self,
+        *,
+        max_size: int,
+        idle_timeout: float | None,
+        max_uses: int | None,
+        max_memory_mb: float | None,
+        on_full: str,
+        wait_timeout: float,
+        check_timeout: float,
+        session_kwargs: dict[str, Any],
+        new_session: Callable[[dict[str, Any]], ChromeUltraAggressiveCleanup],
+    ) -> None:
+        self.max_size = max_size
+        self.idle_timeout = idle_timeout
+        self.max_uses = max_uses
+        self.max_memory = None if max_memory_mb is None else int(max_memory_mb * 1024 * 1024)
+        self.on_full = on_full
+        self.wait_timeout = wait_timeout
+        self.check_timeout = check_timeout
+        self.session_kwargs = session_kwargs
+        self.new_session = new_session
+        self.owner_pid = os.getpid()
+
+        self.cond = threading.Condition()
+        self.idle: list[_Entry] = []  # least recently used first
+        self.busy: set[_Entry] = set()
+        self.creating = 0  # slots reserved for browsers being started
+        self.retiring = 0  # browsers off the books, being torn down
+        self.waiting = 0
+        self.closed = False
+        self.close_reports: list[CleanupReport] = []
+        self.counts: Counter[str] = Counter()
+        self.reaper: threading.Thread | None = None
+
+    # -- books (call with the lock held) ----------------------------------
+    def _live(self) -> int:
+        return len(self.idle) + len(self.busy) + self.creating
+
+    def stats(self) -> PoolStats:
+        with self.cond:
+            return PoolStats(
+                max_size=self.max_size,
+                created=self.counts["created"],
+                reused=self.counts["reused"],
+                recycled={r: self.counts[f"recycled:{r}"] for r in RECYCLE_REASONS},
+                reaped_idle=self.counts["reaped_idle"],
+                evicted=self.counts["evicted"],
+                errors=self.counts["errors"],
+                in_use=len(self.busy),
+                idle=len(self.idle),
+                starting=self.creating,
+                waiting=self.waiting,
+                closed=self.closed,
+            )
+
+    def check_owner(self) -> None:
+        if os.getpid() != self.owner_pid:
+            raise PoolClosedError(
+                "this ChromePool belongs to the process that created it "
+                f"(pid {self.owner_pid}); a forked child must create its own pool"
+            )
+
+    # -- checkout --------------------------------------------------------
+    def acquire(self, key: str, kwargs: dict[str, Any], timeout: float) -> _Entry:
+        deadline = time.monotonic() + timeout
+        while True:
+            entry, victim = self._reserve(key, deadline, timeout)
+            if victim is not None:
+                self.retire(victim, "evicted")
+            if entry is None:
+                return self._create(key, kwargs)
+            try:
+                problem = self.check(entry)
+            except Exception as err:
+                problem = f"the check failed: {err!r}"
+            with self.cond:
+                if self.closed:
+                    raise PoolClosedError("the pool was closed during this checkout")
+                if problem is None:
+                    self.counts["reused"] += 1
+                    entry.revoked = None
+                    return entry
+                self.busy.discard(entry)
+                self.counts["recycled:unhealthy"] += 1
+                self.retiring += 1
+                self.cond.notify_all()
+            log.warning("pool: browser %s failed its check before hand-out: %s", entry.sid, problem)
+            self.retire(entry, "unhealthy")
+
+    def _reserve(self, key: str, deadline: float, timeout: float) -> tuple[_Entry | None, _Entry | None]:
+        """Under the lock: an idle browser of this kind (entry, None), or a
+        reserved slot to start one in (None, victim-to-retire-or-None)."""
+        with self.cond:
+            while True:
+                if self.closed:
+                    raise PoolClosedError("the pool is closed")
+                for entry in reversed(self.idle):  # most recently used: lets the rest idle out
+                    if entry.key == key:
+                        self.idle.remove(entry)
+                        entry.busy = True
+                        self.busy.add(entry)
+                        return entry, None
+                if self._live() < self.max_size:
+                    self.creating += 1
+                    return None, None
+                if self.on_full == "reject":
+                    raise PoolFullError(
+                        f"the pool is full: {len(self.busy)} of max_size={self.max_size} browsers are "
+                        f"in use{' and others are starting' if self.creating else ''} (on_full='reject')",
+                        max_size=self.max_size,
+                    )
+                if self.on_full == "evict" and self.idle:
+                    victim = self.idle.pop(0)  # least recently used, of another kind
+                    self.counts["evicted"] += 1
+                    self.retiring += 1
+                    self.creating += 1
+                    return None, victim
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise PoolTimeoutError(
+                        f"no browser became free within {timeout:g} s: all "
+                        f"max_size={self.max_size} are in use; return them sooner, raise max_size or "
+                        "pass a longer timeout",
+                        max_size=self.max_size,
+                        seconds=timeout,
+                    )
+                self.waiting += 1
+                try:
+                    self.cond.wait(left)
+                finally:
+                    self.waiting -= 1
+
+    def _create(self, key: str, kwargs: dict[str, Any]) -> _Entry:
+        """Start a browser in the slot ``_reserve`` set aside."""
+        session: ChromeUltraAggressiveCleanup | None = None
+        try:
+            session = self.new_session(kwargs)
+            driver = session.start()
+        except BaseException:
+            with self.cond:
+                self.creating -= 1
+                self.counts["errors"] += 1
+                self.cond.notify_all()
+            raise
+        entry = _Entry(key, session, driver)
+        _guard(entry)
+        with self.cond:
+            closed = self.closed
+            if not closed:
+                self.creating -= 1
+                self.busy.add(entry)
+                self.counts["created"] += 1
+        if closed:  # close() ran while this one started: it is ours to tear down
+            entry.revoked = _CLOSED
+            self._teardown(entry, "the pool closed while it started")
+            with self.cond:
+                self.creating -= 1
+                self.cond.notify_all()
+            raise PoolClosedError("the pool was closed while a browser was starting for this checkout")
+        return entry
+
+    # -- return ------------------------------------------------------------
+    def release(self, entry: _Entry) -> None:
+        entry.uses += 1
+        reason: str | None = None
+        with self.cond:
+            if self.closed or entry not in self.busy:
+                return  # close() tore it down already (or is doing so)
+        if self.max_uses is not None and entry.uses >= self.max_uses:
+            reason = "max_uses"
+        elif self.max_memory is not None:
+            used = entry.session.memory_bytes()
+            if used > self.max_memory:
+                log.info(
+                    "pool: browser %s uses %.0f MiB > max_memory_mb=%.0f",
+                    entry.sid,
+                    used / 2**20,
+                    self.max_memory / 2**20,
+                )
+                reason = "memory"
+        if reason is None:
+            problem = self._bounded(entry, _reset)
+            if problem is not None:
+                log.warning("pool: browser %s failed its reset after a job: %s", entry.sid, problem)
+                reason = "unhealthy"
+        with self.cond:
+            if self.closed or entry not in self.busy:
+                return
+            self.busy.discard(entry)
+            if reason is None:
+                entry.revoked = _RETURNED
+                entry.busy = False
+                entry.last_used = time.monotonic()
+                self.idle.append(entry)
+            else:
+                self.counts[f"recycled:{reason}"] += 1
+                self.retiring += 1
+            self.cond.notify_all()
+        if reason is not None:
+            self.retire(entry, reason)
+
+    # -- checks ------------------------------------------------------------
+    def check(self, entry: _Entry) -> str | None:
+        """Why this browser must not be handed out, or None."""
+        from ._teardown import _unresponsive_reason
+
+        target = entry.session._state.target
+        if target is None or entry.session.report is not None:
+            return "its session is closed"
+        procs = target.tracker.discover()
+        leader = target.tracker.leader
+        if leader is not None and not leader.is_running():
+            return f"chromedriver (pid {leader.pid}) is gone"
+        reason = _unresponsive_reason(target, procs)
+        if reason is not None:
+            return reason
+        return self._bounded(entry, _probe)
+
+    def _bounded(self, entry: _Entry, fn: Callable[[WebDriver], str | None]) -> str | None:
+        """Run ``fn(driver)`` in a helper thread for at most ``check_timeout``:
+        a hung browser makes a WebDriver call wait for minutes."""
+        out: list[str | None] = []
+
+        def run() -> None:
+            entry.pool_threads.add(threading.get_ident())
+            try:
+                out.append(fn(entry.driver))
+            except Exception as err:
+                out.append(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            finally:
+                entry.pool_threads.discard(threading.get_ident())
+
+        worker = threading.Thread(target=run, name=f"embassy-pool-check-{entry.sid}", daemon=True)
+        worker.start()
+        worker.join(self.check_timeout)
+        if worker.is_alive():  # it ends when the retirement kills the browser
+            return f"the browser did not answer within {self.check_timeout} s"
+        return out[0] if out else "the check ended without a result"
+
+    # -- retiring ------------------------------------------------------------
+    def retire(self, entry: _Entry, why: str) -> None:
+        """Tear one browser down (it is already off the books)."""
+        if entry.revoked is None or entry.revoked is _RETURNED:
+            entry.revoked = (LeaseExpiredError, f"the pool retired this browser ({why})")
+        try:
+            self._teardown(entry, why)
+        finally:
+            with self.cond:
+                self.retiring -= 1
+                self.cond.notify_all()
+
+    def _teardown(self, entry: _Entry, why: str) -> CleanupReport | None:
+        try:
+            report = entry.session.close()
+        except CleanupIncomplete as err:
+            report = err.report
+        except Exception as err:  # never let one browser stop the pool
+            log.error("pool: tearing down browser %s (%s) failed: %r", entry.sid, why, err)
+            with self.cond:
+                self.counts["errors"] += 1
+            return None
+        if not report.ok:
+            with self.cond:
+                self.counts["errors"] += 1
+            log.warning("pool: browser %s (%s) left leftovers: %s", entry.sid, why, report.leftovers)
+        else:
+            log.info("pool: retired browser %s (%s) in %.0f ms", entry.sid, why, report.duration_s * 1000)
+        return report
+
+    def reap_idle(self) -> float | None:
+        """Retire browsers idle past ``idle_timeout``; return seconds until the
+        next one would expire (None: no idle browser)."""
+        assert self.idle_timeout is not None
+        expired: list[_Entry] = []
+        with self.cond:
+            now = time.monotonic()
+            # Re-checked under the lock: a browser checked out a moment ago is
+            # no longer in self.idle, so it cannot be reaped here.
+            for entry in list(self.idle):
+                if now - entry.last_used >= self.idle_timeout:
+                    self.idle.remove(entry)
+                    expired.append(entry)
+            self.counts["reaped_idle"] += len(expired)
+            self.retiring += len(expired)
+            if expired:
+                self.cond.notify_all()
+            nxt = min((e.last_used + self.idle_timeout - now for e in self.idle), default=None)
+        for entry in expired:
+            self.retire(entry, f"idle for more than {self.idle_timeout} s")
+        return nxt
+
+    # -- closing ------------------------------------------------------------
+    def close(self, wait_for_starting: float) -> list[CleanupReport]:
+        if os.getpid() != self.owner_pid:
+            return []  # a forked child's copy: the browsers are its parent's
+        with self.cond:
+            if self.closed:
+                return list(self.close_reports)
+            self.closed = True
+            entries = list(self.idle) + list(self.busy)
+            self.idle.clear()
+            self.busy.clear()
+            for entry in entries:
+                entry.revoked = _CLOSED
+            self.cond.notify_all()
+        reports: list[CleanupReport | None] = [None] * len(entries)
+
+        def down(i: int, entry: _Entry) -> None:
+            reports[i] = self._teardown(entry, "the pool closed")
+
+        workers = [
+            threading.Thread(target=down, args=(i, e), name=f"embassy-pool-close-{e.sid}")
+            for i, e in enumerate(entries)
+        ]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        with self.cond:  # browsers starting or retiring are torn down by other threads
+            if not self.cond.wait_for(lambda: self.creating == 0 and self.retiring == 0, wait_for_starting):
+                log.warning(
+                    "pool: close() returns with %d browser(s) still starting and %d being retired",
+                    self.creating,
+                    self.retiring,
+                )
+            self.close_reports = [r for r in reports if r is not None]
+        reaper = self.reaper
+        if reaper is not None and reaper is not threading.current_thread():
+            reaper.join(timeout=wait_for_starting)
+        return list(self.close_reports)
+
+
+def _probe(driver: WebDriver) -> str | None:
+    if not driver.window_handles:
+        return "its window is gone"
+    driver.execute_script("return 1")
+    return None
+
+
+def _reset(driver: WebDriver) -> str | None:
+    """Leave the browser as a fresh one would be: one window on about:blank,
+    no cookies, no cache.  (Storage of the origins a job visited, such as
+    localStorage, survives: use ``max_uses=1`` when jobs must not share it.)"""
+    handles = driver.window_handles
+    if not handles:
+        return "its window is gone"
+    for handle in handles[1:]:
+        driver.switch_to.window(handle)
+        driver.close()
+    driver.switch_to.window(handles[0])
+    driver.get("about:blank")
+    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    driver.execute_cdp_cmd("Network.clearBrowserCache", {})
+    return None
+
+
+def _reaper_loop(core: _PoolCore) -> None:
+    while True:
+        with core.cond:
+            if core.closed:
+                return
+        try:
+            nxt = core.reap_idle()
+        except Exception as err:  # keep reaping; a bug here must not leak browsers forever
+            log.error("pool: idle reaper: %r", err)
+            nxt = core.idle_timeout
+        with core.cond:
+            if core.closed:
+                return
+            # Woken by notify_all whenever a browser goes idle or the pool closes.
+            core.cond.wait(timeout=None if nxt is None else max(nxt, 0.01))
+
+
+def _finalize_pool(core: _PoolCore) -> None:
+    if not core.closed and os.getpid() == core.owner_pid:
+        try:
+            warnings.warn(
+                "ChromePool was not closed; closing it now "
+                "(use 'with ChromePool(...) as pool:' or call pool.close())",
+                ResourceWarning,
+                stacklevel=2,
+            )
+        finally:
+            core.close(wait_for_starting=60)
+
+
+class ChromePool:
+    """A pool of Chrome sessions for long-running services.
+
+    ::
+
+        with ChromePool(max_size=3, idle_timeout=60, max_uses=50) as pool:
+            with pool.session() as driver:   # a selenium WebDriver
+                driver.get(url)
+
+    Every browser is a :class:`ChromeUltraAggressiveCleanup` session started
+    with ``session_options`` (the same keyword arguments), and goes through
+    its staged teardown when retired.  See ``docs/pool.md``.
+
+    Args:
+        max_size: most browsers alive at once (in use, idle or starting).
+        idle_timeout: seconds a browser may sit idle before the reaper
+            retires it (None: never).
+        max_uses: jobs per browser before it is replaced (None: no limit).
+        max_memory_mb: retire a browser whose process tree (PSS) exceeds this
+            after a job (None: no limit).
+        on_full: at ``max_size`` with every browser busy: ``"wait"`` up to
+            ``wait_timeout`` seconds, ``"evict"`` the least recently used idle
+            browser of another kind (else wait), or ``"reject"`` at once.
+        wait_timeout: default seconds ``session()`` waits for a browser.
+        check_timeout: seconds the health check and the reset may take
+            before a browser counts as hung.
+        **session_options: passed to each ``ChromeUltraAggressiveCleanup``.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_size: int = 4,
+        idle_timeout: float | None = 300.0,
+        max_uses: int | None = 100,
+        max_memory_mb: float | None = None,
+        on_full: str = "wait",
+        wait_timeout: float = 60.0,
+        check_timeout: float = 5.0,
+        **session_options: Any,
+    ) -> None:
+        _number("max_size", max_size, minimum=1, integer=True)
+        _number("idle_timeout", idle_timeout, minimum=0.01, allow_none=True)
+        _number("max_uses", max_uses, minimum=1, integer=True, allow_none=True)
+        _number("max_memory_mb", max_memory_mb, minimum=1e-3, allow_none=True)
+        _number("wait_timeout", wait_timeout, minimum=0)
+        _number("check_timeout", check_timeout, minimum=0.01)
+        if on_full not in ON_FULL:
+            raise ConfigError(
+                f"on_full must be one of {', '.join(map(repr, ON_FULL))}, got {on_full!r}",
+                option="on_full",
+                value=on_full,
+            )
+        _check_session_kwargs(session_options)
+        validate(**session_options)  # a bad session option fails now, not at the first job
+        self._core = _PoolCore(
+            max_size=max_size,
+            idle_timeout=idle_timeout,
+            max_uses=max_uses,
+            max_memory_mb=max_memory_mb,
+            on_full=on_full,
+            wait_timeout=float(wait_timeout),
+            check_timeout=float(check_timeout),
+            session_kwargs=dict(session_options),
+            new_session=lambda kw: ChromeUltraAggressiveCleanup(**kw),
+        )
+        self._finalizer = weakref.finalize(self, _finalize_pool, self._core)
+        if idle_timeout is not None:
+            self._core.reaper = threading.Thread(
+                target=_reaper_loop, args=(self._core,), name="embassy-pool-reaper", daemon=True
+            )
+            self._core.reaper.start()
+
+    @contextlib.contextmanager
+    def session(self, *, timeout: float | None = None, **overrides: Any) -> Iterator[WebDriver]:
+        """Check a browser out for one job; it goes back when the block ends.
+
+        ``overrides`` are session options for this job (``extra_args``,
+        ``preset`` ...); browsers are reused only for jobs with the same
+        options.  ``timeout`` overrides ``wait_timeout``.  Raises
+        :class:`PoolFullError` (``on_full="reject"``),
+        :class:`PoolTimeoutError`, :class:`PoolClosedError`, or the
+        session's own errors when a browser fails to start.
+        """
+        core = self._core
+        core.check_owner()
+        if timeout is not None:
+            _number("timeout", timeout, minimum=0)
+        _check_session_kwargs(overrides)
+        kwargs = {**core.session_kwargs, **overrides}
+        key = _option_key(validate(**kwargs))
+        entry = core.acquire(key, kwargs, core.wait_timeout if timeout is None else float(timeout))
+        try:
+            yield entry.driver
+        finally:
+            core.release(entry)
+
+    def stats(self) -> PoolStats:
+        """The pool's counters now."""
+        return self._core.stats()
+
+    @property
+    def closed(self) -> bool:
+        return self._core.closed
+
+    def close(self) -> list[CleanupReport]:
+        """Tear down every browser, in use or idle (idempotent); return their
+        reports.  Holders of a checked-out driver get
+        :class:`PoolClosedError` at their next command."""
+        reports = self._core.close(wait_for_starting=60)
+        self._finalizer.detach()
+        return reports
+
+    def __enter__(self) -> ChromePool:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        state = "closed" if s.closed else f"{s.in_use} in use, {s.idle} idle, max {s.max_size}"
+        return f"<ChromePool {state}>"
+
+
+def _check_session_kwargs(kwargs: Mapping[str, Any]) -> None:
+    known = {f.name for f in dataclasses.fields(SessionOptions)}
+    for name in kwargs:
+        if name not in known:
+            raise TypeError(
+                f"ChromePool got an unexpected option {name!r}; pool options are max_size, idle_timeout, "
+                "max_uses, max_memory_mb, on_full, wait_timeout, check_timeout, and session options "
+                f"are {', '.join(sorted(known))}"
+            )
+
+
+__all__ = ["ChromePool", "PoolStats"]
