@@ -531,8 +531,12 @@ def _reset(driver: WebDriver) -> str | None:
         driver.close()
     driver.switch_to.window(handles[0])
     driver.get("about:blank")
-    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
-    driver.execute_cdp_cmd("Network.clearBrowserCache", {})
+    cdp = getattr(driver, "execute_cdp_cmd", None)
+    if cdp is None:  # a remote driver: only the current origin's cookies can go
+        driver.delete_all_cookies()
+        return None
+    cdp("Network.clearBrowserCookies", {})
+    cdp("Network.clearBrowserCache", {})
     return None
 
 
