@@ -12,7 +12,8 @@ teardown when the pool retires it.  What the pool adds is lifecycle:
 * it is retired after ``max_uses`` jobs, when its process tree passes
   ``max_memory_mb``, when a check fails, when it sat idle for longer than
   ``idle_timeout`` (a background reaper), or to make room (``on_full="evict"``);
-* the driver a holder gets refuses to work once its lease is over (returned,
+* each checkout gets its own view of the driver (a shallow copy sharing the
+  WebDriver session), which refuses to work once its lease is over (returned,
   retired, pool closed) with :class:`LeaseExpiredError` or
   :class:`PoolClosedError`, instead of a connection error from a browser that
   is gone or, worse, driving the next job's browser;
@@ -29,6 +30,7 @@ starting after the pool closed is torn down by the thread that started it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -36,6 +38,7 @@ import math
 import os
 import threading
 import time
+import types
 import warnings
 import weakref
 from collections import Counter
@@ -98,48 +101,78 @@ class PoolStats:
         return out
 
 
+class _Lease:
+    """One checkout.  ``view`` is the driver its holder gets; ``revoked``
+    says why that driver now refuses commands (None while the lease runs)."""
+
+    def __init__(self) -> None:
+        self.view: Any = None
+        self.revoked: tuple[type[EmbassyCleanupError], str] | None = None
+
+
 class _Entry:
     """One browser of the pool and the pool's books about it."""
 
     def __init__(self, key: str, session: ChromeUltraAggressiveCleanup, driver: WebDriver) -> None:
         self.key = key
         self.session = session
-        self.driver = driver
+        self.driver = driver  # the pool's own handle: checks, reset, teardown
         self.uses = 0
         self.last_used = time.monotonic()
-        self.busy = True
-        # Why the driver refuses commands now (None: it is leased); see _guard.
-        self.revoked: tuple[type[EmbassyCleanupError], str] | None = None
-        self.pool_threads: set[int] = set()  # threads of the pool's own checks
+        self.lease: _Lease | None = None
 
     @property
     def sid(self) -> str:
         return self.session.session_id
 
+    def lend(self) -> _Lease:
+        """A new lease, with its own view of the driver."""
+        lease = _Lease()
+        lease.view = _lease_view(self, lease)
+        self.lease = lease
+        return lease
 
-def _guard(entry: _Entry) -> None:
-    """Make ``entry.driver`` refuse commands while its lease is over.
+    def end_lease(self, why: tuple[type[EmbassyCleanupError], str]) -> None:
+        if self.lease is not None and self.lease.revoked is None:
+            self.lease.revoked = why
+        self.lease = None
 
-    Every WebDriver command, including those of the elements it returned,
-    goes through ``driver.execute``; the instance attribute shadows the
-    method, so the driver stays a real ``WebDriver``.  ``quit`` always passes
-    (teardown and an over-eager holder both send it), and so does the pool's
-    own checking thread.
+
+#: Helper objects a WebDriver builds around itself at construction; a view
+#: gets its own, so that ``view.switch_to.window(...)`` goes through the view.
+_BOUND_HELPERS = ("_switch_to", "_mobile", "_fedcm")
+
+
+def _lease_view(entry: _Entry, lease: _Lease) -> Any:
+    """A shallow copy of the pool's driver for one lease.
+
+    It is a real ``WebDriver`` of the same class, talking to the same
+    chromedriver session.  Every command, including those of the elements it
+    returns (their parent is the view), goes through its ``execute``, which
+    refuses to run once the lease is over: a holder that kept the driver or
+    an element after its ``with`` block gets :class:`LeaseExpiredError` (or
+    :class:`PoolClosedError`) instead of driving the next job's browser.
+    ``quit`` always passes: teardown sends it, and so may a holder.
     """
-    raw = entry.driver.execute
+    view = copy.copy(entry.driver)
+    for name in _BOUND_HELPERS:
+        helper = view.__dict__.get(name)
+        if helper is not None:
+            try:
+                setattr(view, name, type(helper)(view))
+            except Exception as err:  # a Selenium that builds it differently: keep the shared one
+                log.debug("pool: could not rebind %s for a lease view: %r", name, err)
+    raw = types.MethodType(type(view).execute, view)
 
     def execute(driver_command: str, params: dict[str, Any] | None = None) -> Any:
-        revoked = entry.revoked
-        if (
-            revoked is not None
-            and driver_command != _QUIT
-            and threading.get_ident() not in entry.pool_threads
-        ):
+        revoked = lease.revoked
+        if revoked is not None and driver_command != _QUIT:
             cls, why = revoked
             raise cls(f"browser {entry.sid}: {why}", session_id=entry.sid)
         return raw(driver_command, params)
 
-    entry.driver.execute = execute  # type: ignore[method-assign,assignment]
+    view.execute = execute  # type: ignore[method-assign,assignment]
+    return view
 
 
 _RETURNED = (
@@ -260,7 +293,6 @@ class _PoolCore:
                     raise PoolClosedError("the pool was closed during this checkout")
                 if problem is None:
                     self.counts["reused"] += 1
-                    entry.revoked = None
                     return entry
                 self.busy.discard(entry)
                 self.counts["recycled:unhealthy"] += 1
@@ -279,7 +311,6 @@ class _PoolCore:
                 for entry in reversed(self.idle):  # most recently used: lets the rest idle out
                     if entry.key == key:
                         self.idle.remove(entry)
-                        entry.busy = True
                         self.busy.add(entry)
                         return entry, None
                 if self._live() < self.max_size:
@@ -325,7 +356,6 @@ class _PoolCore:
                 self.cond.notify_all()
             raise
         entry = _Entry(key, session, driver)
-        _guard(entry)
         with self.cond:
             closed = self.closed
             if not closed:
@@ -333,7 +363,6 @@ class _PoolCore:
                 self.busy.add(entry)
                 self.counts["created"] += 1
         if closed:  # close() ran while this one started: it is ours to tear down
-            entry.revoked = _CLOSED
             self._teardown(entry, "the pool closed while it started")
             with self.cond:
                 self.creating -= 1
@@ -342,11 +371,11 @@ class _PoolCore:
         return entry
 
     # -- return ------------------------------------------------------------
-    def release(self, entry: _Entry) -> None:
+    def release(self, entry: _Entry, lease: _Lease) -> None:
         entry.uses += 1
         reason: str | None = None
         with self.cond:
-            if self.closed or entry not in self.busy:
+            if self.closed or entry not in self.busy or entry.lease is not lease:
                 return  # close() tore it down already (or is doing so)
         if self.max_uses is not None and entry.uses >= self.max_uses:
             reason = "max_uses"
@@ -370,8 +399,7 @@ class _PoolCore:
                 return
             self.busy.discard(entry)
             if reason is None:
-                entry.revoked = _RETURNED
-                entry.busy = False
+                entry.end_lease(_RETURNED)
                 entry.last_used = time.monotonic()
                 self.idle.append(entry)
             else:
@@ -404,13 +432,10 @@ class _PoolCore:
         out: list[str | None] = []
 
         def run() -> None:
-            entry.pool_threads.add(threading.get_ident())
             try:
                 out.append(fn(entry.driver))
             except Exception as err:
                 out.append(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-            finally:
-                entry.pool_threads.discard(threading.get_ident())
 
         worker = threading.Thread(target=run, name=f"embassy-pool-check-{entry.sid}", daemon=True)
         worker.start()
@@ -422,8 +447,7 @@ class _PoolCore:
     # -- retiring ------------------------------------------------------------
     def retire(self, entry: _Entry, why: str) -> None:
         """Tear one browser down (it is already off the books)."""
-        if entry.revoked is None or entry.revoked is _RETURNED:
-            entry.revoked = (LeaseExpiredError, f"the pool retired this browser ({why})")
+        entry.end_lease((LeaseExpiredError, f"the pool retired this browser ({why})"))
         try:
             self._teardown(entry, why)
         finally:
@@ -483,7 +507,7 @@ class _PoolCore:
             self.idle.clear()
             self.busy.clear()
             for entry in entries:
-                entry.revoked = _CLOSED
+                entry.end_lease(_CLOSED)
             self.cond.notify_all()
         reports: list[CleanupReport | None] = [None] * len(entries)
 
@@ -662,10 +686,11 @@ class ChromePool:
         kwargs = {**core.session_kwargs, **overrides}
         key = _option_key(validate(**kwargs))
         entry = core.acquire(key, kwargs, core.wait_timeout if timeout is None else float(timeout))
+        lease = entry.lend()
         try:
-            yield entry.driver
+            yield lease.view
         finally:
-            core.release(entry)
+            core.release(entry, lease)
 
     def stats(self) -> PoolStats:
         """The pool's counters now."""

@@ -138,7 +138,7 @@ class Owner:
         for i, driver in enumerate(drivers):
             driver.get(page(f"owner-{i}"))
             wait_title(driver, f"owner-{i}")
-        sessions = {e.driver: e.session for e in self.pool._core.busy}
+        sessions = {e.lease.view: e.session for e in self.pool._core.busy}
         for i, driver in enumerate(drivers):
             cleanup = sessions[driver]
             self.cleanups.append(cleanup)

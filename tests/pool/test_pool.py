@@ -39,7 +39,7 @@ def entry_of(pool: ChromePool, driver):
     """The pool's entry for ``driver`` (busy or idle)."""
     core = pool._core
     for entry in list(core.busy) + list(core.idle):
-        if entry.driver is driver:
+        if entry.lease is not None and entry.lease.view is driver:
             return entry
     raise AssertionError("driver is not in the pool")
 
@@ -96,9 +96,30 @@ def test_a_driver_used_after_it_was_returned_raises_lease_expired(pool_kwargs):
             driver.get(page("kept"))
         with pytest.raises(LeaseExpiredError, match="returned to the pool"):
             driver.title  # noqa: B018
-        with pool.session() as again:  # the browser itself is fine
+        with pool.session() as again:  # the same browser, leased again
             again.get(page("fine"))
             assert again.title == "fine"
+            assert again is not driver
+            # The first holder's driver still refuses: it cannot drive this job's browser.
+            with pytest.raises(LeaseExpiredError, match="returned to the pool"):
+                driver.get(page("hijack"))
+            assert again.title == "fine"
+
+
+def test_an_element_kept_after_the_job_cannot_touch_the_next_jobs_page(pool_kwargs):
+    with ChromePool(max_size=1, **pool_kwargs) as pool:
+        with pool.session() as driver:
+            driver.get("data:text/html,<title>first</title><button id=b>b</button>")
+            kept = driver.find_element("id", "b")
+            kept.click()  # fine while leased
+            switched = driver.switch_to  # helpers built around the driver go through the lease too
+        with pool.session() as again:
+            again.get("data:text/html,<title>second</title><button id=b>b</button>")
+            with pytest.raises(LeaseExpiredError):
+                kept.click()
+            with pytest.raises(LeaseExpiredError):
+                switched.window(again.current_window_handle)
+            assert again.title == "second"
 
 
 # -- idle reaping --------------------------------------------------------------------------------
@@ -113,8 +134,9 @@ def test_a_browser_idle_past_idle_timeout_is_reaped_by_the_background_thread(ses
         assert h.wait_until(lambda: pool.stats().reaped_idle == 1, timeout=20)
         reaped_after = time.monotonic() - returned
         assert reaped_after >= 1.0, f"reaped {reaped_after:.2f} s after return, before idle_timeout"
-        assert h.wait_until(lambda: all_gone(procs, root), timeout=10)
-        assert session.report is not None and session.report.ok, session.report
+        assert h.wait_until(lambda: session.report is not None, timeout=20)  # the reaper's teardown ended
+        assert session.report.ok, session.report
+        assert all_gone(procs, root)
         s = pool.stats()
         assert (s.idle, s.in_use, s.created) == (0, 0, 1)
         with pool.session() as fresh:  # the pool starts another when needed
@@ -126,8 +148,7 @@ def test_the_reaper_does_not_take_a_browser_that_was_just_checked_out(pool_kwarg
         core = pool._core
         core.idle_timeout = 0.5
         with pool.session() as driver:
-            pass
-        entry = entry_of(pool, driver)
+            entry = entry_of(pool, driver)
         entry.last_used -= 3600  # expired long ago ...
         with pool.session() as driver:  # ... but checked out again first
             assert core.reap_idle() is None
