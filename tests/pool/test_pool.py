@@ -486,3 +486,17 @@ def test_a_forked_child_cannot_use_its_parents_pool(pool_kwargs):
             d.get(page("parent"))
             assert d.title == "parent"
 
+
+
+def test_a_job_that_quits_its_driver_gets_its_browser_retired_and_the_next_job_a_new_one(pool_kwargs):
+    with ChromePool(max_size=1, **pool_kwargs) as pool:
+        with pool.session() as d:
+            quitter = entry_of(pool, d).session
+            procs = snapshot(quitter)
+            d.quit()
+        assert pool.stats().recycled["unhealthy"] == 1
+        assert quitter.report is not None and quitter.report.ok, quitter.report
+        assert all_gone(procs, None)
+        with pool.session() as d:
+            d.get(page("after quit"))
+            assert d.title == "after quit"
