@@ -690,7 +690,10 @@ class ChromePool:
         try:
             yield lease.view
         finally:
-            core.release(entry, lease)
+            try:
+                core.release(entry, lease)
+            except Exception as err:  # never mask the job's own exception
+                log.error("pool: returning browser %s failed: %r", entry.sid, err)
 
     def stats(self) -> PoolStats:
         """The pool's counters now."""
