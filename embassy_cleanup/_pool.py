@@ -6,7 +6,7 @@ whose owner is SIGKILLed is cleaned up like any session) and the same staged
 teardown when the pool retires it.  What the pool adds is lifecycle:
 
 * a browser is handed out only after a health check (processes running and
-  not stopped, DevTools answering, a window to drive, all bounded in time),
+  not stopped, a window that answers a script within ``check_timeout``),
   and is reset on return (one window, ``about:blank``, cookies and cache
   cleared);
 * it is retired after ``max_uses`` jobs, when its process tree passes
@@ -43,6 +43,8 @@ import warnings
 import weakref
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+import psutil
 
 from ._errors import (
     CleanupIncomplete,
@@ -373,33 +375,20 @@ class _PoolCore:
     # -- return ------------------------------------------------------------
     def release(self, entry: _Entry, lease: _Lease) -> None:
         entry.uses += 1
-        reason: str | None = None
         with self.cond:
             if self.closed or entry not in self.busy or entry.lease is not lease:
                 return  # close() tore it down already (or is doing so)
-        if self.max_uses is not None and entry.uses >= self.max_uses:
-            reason = "max_uses"
-        elif self.max_memory is not None:
-            used = entry.session.memory_bytes()
-            if used > self.max_memory:
-                log.info(
-                    "pool: browser %s uses %.0f MiB > max_memory_mb=%.0f",
-                    entry.sid,
-                    used / 2**20,
-                    self.max_memory / 2**20,
-                )
-                reason = "memory"
-        if reason is None:
-            problem = self._bounded(entry, _reset)
-            if problem is not None:
-                log.warning("pool: browser %s failed its reset after a job: %s", entry.sid, problem)
-                reason = "unhealthy"
+            entry.end_lease(_RETURNED)  # from here on the holder's view refuses commands
+        try:
+            reason = self._why_retire(entry)
+        except Exception as err:  # a broken check must not keep the browser busy forever
+            log.error("pool: checking browser %s after its job failed: %r", entry.sid, err)
+            reason = "unhealthy"
         with self.cond:
             if self.closed or entry not in self.busy:
                 return
             self.busy.discard(entry)
             if reason is None:
-                entry.end_lease(_RETURNED)
                 entry.last_used = time.monotonic()
                 self.idle.append(entry)
             else:
@@ -409,11 +398,33 @@ class _PoolCore:
         if reason is not None:
             self.retire(entry, reason)
 
+    def _why_retire(self, entry: _Entry) -> str | None:
+        """After a job: the reason to retire this browser, or None once it is reset."""
+        if self.max_uses is not None and entry.uses >= self.max_uses:
+            return "max_uses"
+        if self.max_memory is not None:
+            used = entry.session.memory_bytes()
+            if used > self.max_memory:
+                log.info(
+                    "pool: browser %s uses %.0f MiB > max_memory_mb=%.0f",
+                    entry.sid,
+                    used / 2**20,
+                    self.max_memory / 2**20,
+                )
+                return "memory"
+        problem = self._bounded(entry, _reset)
+        if problem is not None:
+            log.warning("pool: browser %s failed its reset after a job: %s", entry.sid, problem)
+            return "unhealthy"
+        return None
+
     # -- checks ------------------------------------------------------------
     def check(self, entry: _Entry) -> str | None:
-        """Why this browser must not be handed out, or None."""
-        from ._teardown import _unresponsive_reason
+        """Why this browser must not be handed out, or None.
 
+        Cheap process checks first (chromedriver gone, a process stopped),
+        then one WebDriver round trip bounded by ``check_timeout``.
+        """
         target = entry.session._state.target
         if target is None or entry.session.report is not None:
             return "its session is closed"
@@ -421,9 +432,12 @@ class _PoolCore:
         leader = target.tracker.leader
         if leader is not None and not leader.is_running():
             return f"chromedriver (pid {leader.pid}) is gone"
-        reason = _unresponsive_reason(target, procs)
-        if reason is not None:
-            return reason
+        for p in procs.values():
+            try:
+                if psutil.Process(p.pid).status() == psutil.STATUS_STOPPED and p.is_running():
+                    return f"browser frozen (pid {p.pid} {p.name} is stopped)"
+            except psutil.Error:
+                continue
         return self._bounded(entry, _probe)
 
     def _bounded(self, entry: _Entry, fn: Callable[[WebDriver], str | None]) -> str | None:

@@ -67,7 +67,10 @@ def all_gone(procs: list[psutil.Process], root: str | None) -> bool:
 
 @pytest.fixture
 def pool_kwargs(session_kwargs):
-    return dict(session_kwargs, idle_timeout=None)
+    # A generous check_timeout: on a loaded machine a healthy browser's reset
+    # can take seconds, and a spurious "unhealthy" would change what the tests
+    # count.  Hung browsers are still caught at once by their process state.
+    return dict(session_kwargs, idle_timeout=None, check_timeout=60)
 
 
 # -- reuse ---------------------------------------------------------------------------------------
@@ -124,7 +127,7 @@ def test_an_element_kept_after_the_job_cannot_touch_the_next_jobs_page(pool_kwar
 
 # -- idle reaping --------------------------------------------------------------------------------
 def test_a_browser_idle_past_idle_timeout_is_reaped_by_the_background_thread(session_kwargs):
-    with ChromePool(max_size=1, idle_timeout=1.0, **session_kwargs) as pool:
+    with ChromePool(max_size=1, idle_timeout=1.0, check_timeout=60, **session_kwargs) as pool:
         with pool.session() as driver:
             session = entry_of(pool, driver).session
             procs = snapshot(session)
@@ -258,7 +261,7 @@ def test_a_crashed_browser_is_replaced_transparently(pool_kwargs):
 
 
 def test_a_frozen_browser_is_replaced_without_waiting_out_a_webdriver_timeout(pool_kwargs):
-    with ChromePool(max_size=1, check_timeout=2, **pool_kwargs) as pool:
+    with ChromePool(max_size=1, **pool_kwargs) as pool:
         with pool.session() as d:
             frozen = entry_of(pool, d).session
             browser = browser_of(frozen)
@@ -400,7 +403,7 @@ def test_a_browser_that_finishes_starting_after_close_is_torn_down_not_leaked(po
 
 
 def test_a_dropped_pool_is_closed_by_its_finalizer_and_its_reaper_thread_ends(session_kwargs):
-    pool = ChromePool(max_size=1, idle_timeout=60, **session_kwargs)
+    pool = ChromePool(max_size=1, idle_timeout=60, check_timeout=60, **session_kwargs)
     with pool.session() as d:
         session = entry_of(pool, d).session
     reaper = pool._core.reaper
@@ -500,3 +503,22 @@ def test_a_job_that_quits_its_driver_gets_its_browser_retired_and_the_next_job_a
         with pool.session() as d:
             d.get(page("after quit"))
             assert d.title == "after quit"
+
+
+def test_a_check_that_crashes_after_a_job_retires_the_browser_instead_of_keeping_it_busy(pool_kwargs):
+    with ChromePool(max_size=1, on_full="reject", **pool_kwargs) as pool:
+        core = pool._core
+
+        def broken(entry):
+            raise OSError("simulated: /proc unreadable")
+
+        core._why_retire = broken
+        with pool.session() as d:
+            session = entry_of(pool, d).session
+        assert session.report is not None and session.report.ok
+        s = pool.stats()
+        assert (s.in_use, s.idle, s.recycled["unhealthy"]) == (0, 0, 1)
+        del core._why_retire
+        with pool.session() as d:  # the slot is free again (on_full="reject" would raise otherwise)
+            d.get(page("slot free"))
+            assert d.title == "slot free"
