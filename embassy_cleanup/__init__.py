@@ -9,11 +9,13 @@ private.  The layers, bottom up (see docs/architecture.md):
 ``_teardown``   the six stages and the report
 ``_watchdog``   crash safety: cleanup when the owner dies
 ``_session``    the context manager, built from the above
+``_adopt``      the same teardown for a driver started elsewhere
 ``cli``         the ``embassy-cleanup`` command
 """
 
 from __future__ import annotations
 
+from ._adopt import AdoptedSession, adopt
 from ._errors import (
     CleanupIncomplete,
     ConfigError,
@@ -33,6 +35,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChromeUltraAggressiveCleanup",
+    "adopt",
+    "AdoptedSession",
     "sweep_stale",
     "install_signal_handlers",
     "uninstall_signal_handlers",
