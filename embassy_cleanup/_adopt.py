@@ -120,7 +120,9 @@ def _check_driver(driver: Any) -> tuple[Any, dict[str, Any]]:
         )
     service = getattr(driver, "service", None)
     if service is None or not hasattr(service, "process"):
-        url = getattr(getattr(driver, "command_executor", None), "_url", None) or "a remote end"
+        executor = getattr(driver, "command_executor", None)
+        config = getattr(executor, "client_config", None)
+        url = getattr(config, "remote_server_addr", None) or getattr(executor, "_url", None) or "a remote end"
         raise ConfigError(
             f"adopt() needs a local Chrome driver whose chromedriver runs on this machine, but this "
             f"{type(driver).__name__} has no chromedriver service (it talks to {url}): its browser "
