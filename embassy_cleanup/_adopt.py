@@ -48,7 +48,7 @@ import psutil
 
 from ._errors import CleanupIncomplete, ConfigError
 from ._ownership import OwnedProcess, ProcessTracker, root_in_args
-from ._report import CleanupReport, Leftover, Stage, StageResult
+from ._report import CleanupReport, Leftover, Stage
 from ._session import _release_driver
 from ._teardown import TeardownInterrupted, TeardownTarget, _remove_tree, run_teardown
 
@@ -189,9 +189,7 @@ def profile_origin(path: str, driver_env: dict[str, str]) -> str:
     (its name pattern, directly in a temp dir chromedriver could use), else
     ``"user"``."""
     real = os.path.realpath(path)
-    if CHROMEDRIVER_PROFILE.match(os.path.basename(real)) and os.path.dirname(real) in _temp_dirs(
-        driver_env
-    ):
+    if CHROMEDRIVER_PROFILE.match(os.path.basename(real)) and os.path.dirname(real) in _temp_dirs(driver_env):
         return "chromedriver"
     return "user"
 
@@ -429,7 +427,7 @@ def adopt(
             raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
 
     limits = [NO_ENV_MARKER, CRASHPAD_UNTRACKED]
-    vendor = next((caps[k] for k in _VENDOR_KEYS if isinstance(caps.get(k), dict)), {})
+    vendor: dict[str, Any] = next((caps[k] for k in _VENDOR_KEYS if isinstance(caps.get(k), dict)), {})
     raw_profile = vendor.get("userDataDir")
     profile = os.path.abspath(raw_profile) if isinstance(raw_profile, str) and raw_profile else None
 

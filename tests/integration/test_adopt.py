@@ -109,7 +109,9 @@ def test_adopt_should_quit_a_plain_driver_and_remove_chromedriver_temp_profile(p
     assert session.found.profile_dir == profile
     assert session.found.profile_origin == "chromedriver"
     assert session.found.remove_profile is True
-    assert {driver.service.process.pid, browser_of_pid(session)} <= {p for p, _n, _v in session.found.processes}
+    assert {driver.service.process.pid, browser_of_pid(session)} <= {
+        p for p, _n, _v in session.found.processes
+    }
     assert NO_ENV_MARKER in report.stage(Stage.VERIFY).notes
     assert CRASHPAD_UNTRACKED in report.stage(Stage.VERIFY).notes
     assert alive(procs) == []
@@ -190,7 +192,9 @@ def test_adopt_with_remove_profile_false_should_keep_even_chromedriver_temp_prof
 
     assert report.ok, str(report)
     assert profile is not None and os.path.isdir(profile)
-    assert any(n.startswith(f"kept {profile} (remove_profile=False)") for n in report.stage(Stage.PROFILE).notes)
+    assert any(
+        n.startswith(f"kept {profile} (remove_profile=False)") for n in report.stage(Stage.PROFILE).notes
+    )
     assert alive(procs) == []
     shutil.rmtree(profile)  # ours to remove here: it lies under plain_dir
 
