@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 
 import psutil
@@ -165,21 +166,30 @@ def test_adopt_should_keep_a_user_data_dir_the_user_chose(plain_dir):
     assert alive(procs) == []
 
 
-def test_adopt_should_remove_a_chosen_user_data_dir_when_asked(plain_dir):
+def test_adopt_should_remove_a_chosen_user_data_dir_when_asked_and_spare_its_neighbour(plain_dir):
     mine = os.path.join(plain_dir, "my-profile")
-    neighbour = mine + "-2"  # a prefix match would take this one too
+    neighbour = mine + "-2"  # a prefix match would take this dir and the process below too
     os.mkdir(neighbour)
     driver = plain_chrome(plain_dir, f"--user-data-dir={mine}")
     procs = tree_of(driver)
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", f"--user-data-dir={neighbour}"],
+        start_new_session=True,
+    )
+    try:
+        session = adopt(driver, remove_profile=True, graceful=False)
+        report = session.close()
 
-    session = adopt(driver, remove_profile=True, graceful=False)
-    report = session.close()
-
-    assert report.ok, str(report)
-    assert mine in report.removed
-    assert not os.path.lexists(mine)
-    assert os.path.isdir(neighbour)
-    assert alive(procs) == []
+        assert report.ok, str(report)
+        assert mine in report.removed
+        assert not os.path.lexists(mine)
+        assert os.path.isdir(neighbour)
+        assert stranger.poll() is None, "a process using a neighbouring profile dir was killed"
+        assert stranger.pid not in {a.pid for a in report.killed}
+        assert alive(procs) == []
+    finally:
+        stranger.kill()
+        stranger.wait()
 
 
 def test_adopt_with_remove_profile_false_should_keep_even_chromedriver_temp_profile(plain_dir):
