@@ -155,15 +155,28 @@ def test_leak_check_should_be_off_by_default(pytester, child_tmp):
 
 
 @pytest.mark.chrome
-def test_leak_check_should_be_turned_on_by_the_ini_option(pytester, child_tmp):
-    pytester.makeini("[pytest]\nchrome_leak_check = true\n")
-    pytester.makepyfile(test_child=PLAIN + LEAKY)
+def test_leak_check_should_be_turned_on_by_the_ini_option_and_keep_leaks_when_asked(pytester, child_tmp):
+    pytester.makeini("[pytest]\nchrome_leak_check = true\nchrome_leak_keep = true\n")
+    pytester.makepyfile(
+        test_child=PLAIN
+        + LEAKY
+        + textwrap.dedent(
+            """
+            def test_the_leak_is_still_there_and_not_this_tests():
+                assert LEAKED[0].service.process.poll() is None
+                assert os.path.isdir(LEAKED[0].capabilities["chrome"]["userDataDir"])
+            """
+        )
+    )
 
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
 
-    result.assert_outcomes(passed=1, errors=1)
-    assert f"{LEAK_HEADLINE}: test_child.py::test_leaks left " in result.stdout.str()
-    assert still_running(child_tmp) == []
+    out = result.stdout.str()
+    result.assert_outcomes(passed=2, errors=1)
+    assert f"{LEAK_HEADLINE}: test_child.py::test_leaks left " in out
+    assert "They were left in place (chrome_leak_keep)." in out
+    assert "ERROR at teardown of test_the_leak_is_still_there" not in out
+    # child_tmp kills what the child kept, by its marker
 
 
 @pytest.mark.chrome
@@ -171,6 +184,7 @@ def test_chrome_driver_fixture_should_use_the_ini_and_command_line_options(pytes
     pytester.makeini("[pytest]\nembassy_cleanup_preset = minimal\nembassy_cleanup_headless = false\n")
     pytester.makepyfile(
         test_child="""
+        import psutil
         import pytest
 
         def test_fixture(chrome_driver, chrome_session):
@@ -179,7 +193,8 @@ def test_chrome_driver_fixture_should_use_the_ini_and_command_line_options(pytes
             assert chrome_session.options.cleanup_timeout == 7.0
             chrome_driver.get("data:text/html,<title>fixture</title>")
             assert chrome_driver.title == "fixture"
-            args = chrome_driver.capabilities["goog:chromeOptions"]
+            browser = psutil.Process(chrome_driver.capabilities["goog:processID"]).cmdline()
+            assert "--headless=new" in browser and "--renderer-process-limit=1" in browser  # minimal
             with open("root", "w") as fh:
                 fh.write(chrome_session.root)
 
@@ -198,6 +213,15 @@ def test_chrome_driver_fixture_should_use_the_ini_and_command_line_options(pytes
     assert root.startswith(child_tmp + os.sep)
     assert not os.path.lexists(root)
     assert still_running(child_tmp) == []
+
+
+def test_plugin_should_be_loaded_through_the_pytest11_entry_point(request):
+    # If this fails, the package was installed before setup.cfg declared the entry point:
+    # run `sh scripts/bootstrap.sh` (or `pip install -e .`) again.
+    plugin = request.config.pluginmanager.get_plugin("embassy_cleanup")
+
+    assert plugin is not None and plugin.__name__ == "embassy_cleanup.pytest_plugin"
+    assert request.config.pluginmanager.get_plugin("embassy_cleanup-leak-check") is None  # off by default
 
 
 def test_a_bad_option_value_should_stop_the_run_with_its_source(pytester):
