@@ -8,6 +8,7 @@ that dir, never by name), and chromedriver's temp profile lands there too.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -304,3 +305,17 @@ def test_adopt_of_a_remote_driver_should_raise_a_clear_error_and_touch_nothing(p
     finally:
         server.kill()
         server.wait()
+
+
+def test_an_adopted_session_never_closed_should_warn_and_still_be_torn_down(plain_dir):
+    driver = plain_chrome(plain_dir)
+    procs = tree_of(driver)
+    session = adopt(driver, graceful=False)
+    profile = session.found.profile_dir
+
+    with pytest.warns(ResourceWarning, match=r"adopted driver adopted-\w+ was not closed; tearing it down"):
+        del session
+        gc.collect()
+
+    assert alive(procs) == []
+    h.assert_gone((), [profile])
