@@ -57,9 +57,12 @@ log = logging.getLogger("embassy_cleanup")
 #: The temp profile chromedriver creates when no ``--user-data-dir`` is given
 #: (``scoped_dir``; older versions and Chrome-branded builds use the dotted
 #: ``.org.chromium.Chromium.XXXXXX`` / ``.com.google.Chrome.XXXXXX`` names).
-CHROMEDRIVER_PROFILE = re.compile(r"^\.?(org\.chromium\.Chromium|com\.google\.Chrome)\.(scoped_dir\.)?\w{6}$")
+CHROMEDRIVER_PROFILE = re.compile(
+    r"^((org\.chromium\.Chromium|com\.google\.Chrome)\.scoped_dir|\.(org\.chromium\.Chromium|com\.google\.Chrome))"
+    r"\.\w{6}$"
+)
 #: Chromium's singleton dir (``SingletonSocket`` and ``SingletonCookie``) in the temp dir.
-_SINGLETON_DIR = re.compile(r"^\.?(org\.chromium\.Chromium|com\.google\.Chrome)\.\w{6}$")
+SINGLETON_DIR = re.compile(r"^\.?(org\.chromium\.Chromium|com\.google\.Chrome)\.\w{6}$")
 _SINGLETON_FILES = {"SingletonSocket", "SingletonCookie", "SingletonLock"}
 #: ``capabilities`` keys under which Chromium-based drivers name their profile dir.
 _VENDOR_KEYS = ("chrome", "msedge")
@@ -202,7 +205,7 @@ def _singleton_dir(profile: str) -> str | None:
     except OSError:
         return None
     parent = os.path.dirname(target)
-    if not os.path.isabs(parent) or not _SINGLETON_DIR.match(os.path.basename(parent)):
+    if not os.path.isabs(parent) or not SINGLETON_DIR.match(os.path.basename(parent)):
         return None
     return parent
 

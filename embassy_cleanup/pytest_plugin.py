@@ -33,7 +33,7 @@ import psutil
 import pytest
 
 from . import _platform
-from ._adopt import profile_origin
+from ._adopt import SINGLETON_DIR, _remove_singleton_dir, profile_origin
 from ._inventory import is_chrome_family
 from ._ownership import ROOT_PREFIX
 from ._presets import DEFAULT_PRESET, PRESETS
@@ -305,9 +305,7 @@ def dirs_of(leaks: list[Leak]) -> list[LeakedDir]:
         try:
             link = os.readlink(os.path.join(path, "SingletonSocket"))
             single = os.path.dirname(link)
-            if profile_origin(single, {}) == "chromedriver" or re.match(
-                r"^\.?org\.chromium\.Chromium\.\w{6}$", os.path.basename(single)
-            ):
+            if SINGLETON_DIR.match(os.path.basename(single)):
                 out.setdefault(single, LeakedDir(single, "singleton dir"))
         except OSError:
             pass
@@ -331,10 +329,14 @@ def clean_leaks(leaks: list[Leak], dirs: list[LeakedDir]) -> list[str]:
         except psutil.Error:
             continue
     for d in dirs:
-        if d.kind != "kept":
+        if d.kind == "singleton dir":  # only if it holds nothing but Chromium's singleton files
+            err = _remove_singleton_dir(d.path)[1]
+        elif d.kind != "kept":
             err = _remove_tree(d.path)
-            if err is not None:
-                problems.append(err)
+        else:
+            err = None
+        if err is not None:
+            problems.append(err)
     return problems
 
 

@@ -78,6 +78,7 @@ def test_profile_origin_should_tell_chromedriver_temp_profiles_from_chosen_dirs(
     assert profile_origin(str(tmp_path / ".org.chromium.Chromium.AbC123"), env) == "chromedriver"
     assert profile_origin(str(tmp_path / "deep" / "org.chromium.Chromium.scoped_dir.AbC123"), env) == "user"
     assert profile_origin(str(tmp_path / "my-profile"), env) == "user"
+    assert profile_origin(str(tmp_path / "org.chromium.Chromium.AbC123"), env) == "user"  # a singleton dir
 
 
 @pytest.mark.parametrize(
