@@ -96,6 +96,22 @@ class AdoptFindings:
     ports: tuple[int, ...]
     limits: tuple[str, ...]
 
+    def summary(self) -> str:
+        """One line for the report: what adoption found."""
+        if self.profile_dir is None:
+            profile = "no profile dir"
+        else:
+            origin = (
+                "chromedriver's temp profile"
+                if self.profile_origin == "chromedriver"
+                else "chosen by the user"
+            )
+            profile = f"profile {self.profile_dir} ({origin}; {'removed' if self.remove_profile else 'kept'})"
+        return (
+            f"adopted: chromedriver {self.driver_pid or 'gone'}, browser {self.browser_pid or 'gone'}, "
+            f"{len(self.processes)} process(es) at adopt time, {profile}"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "driver_pid": self.driver_pid,
@@ -291,7 +307,9 @@ def _amend(report: CleanupReport, found: AdoptFindings) -> CleanupReport:
         profile, removed=tuple(removed), notes=tuple(notes), errors=tuple(errors), skipped_reason=skipped
     )
     verify = stages[idx[Stage.VERIFY]]
-    stages[idx[Stage.VERIFY]] = dataclasses.replace(verify, notes=verify.notes + found.limits)
+    stages[idx[Stage.VERIFY]] = dataclasses.replace(
+        verify, notes=verify.notes + (found.summary(),) + found.limits
+    )
     return dataclasses.replace(report, stages=tuple(stages), leftovers=tuple(leftovers))
 
 

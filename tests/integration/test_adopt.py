@@ -116,6 +116,7 @@ def test_adopt_should_quit_a_plain_driver_and_remove_chromedriver_temp_profile(p
     }
     assert NO_ENV_MARKER in report.stage(Stage.VERIFY).notes
     assert CRASHPAD_UNTRACKED in report.stage(Stage.VERIFY).notes
+    assert f"profile {profile} (chromedriver's temp profile; removed)" in str(report)
     assert alive(procs) == []
     assert singleton is not None and os.path.dirname(singleton) == os.path.join(plain_dir, "tmp")
     h.assert_gone((), [profile, singleton], session.found.ports)
@@ -145,6 +146,7 @@ def test_adopt_without_grace_should_list_every_process_it_killed(plain_dir):
     assert session.found.profile_dir in report.removed
     assert alive(procs) == []
     assert driver.service.process.returncode is not None  # reaped: no zombie child left
+    driver.quit()  # the user's own quit() afterwards is harmless
 
 
 # -- profile dirs the user chose -----------------------------------------------------------------
