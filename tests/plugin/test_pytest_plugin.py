@@ -122,7 +122,7 @@ def test_leak_check_should_fail_the_leaking_test_by_name_and_pass_the_clean_one(
         )
     )
 
-    result = pytester.runpytest_subprocess("--chrome-leak-check", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("--chrome-leak-check", "-p", "no:cacheprovider", timeout=150)
 
     out = result.stdout.str()
     result.assert_outcomes(passed=4, errors=1)
@@ -147,7 +147,7 @@ def test_leak_check_should_fail_the_leaking_test_by_name_and_pass_the_clean_one(
 def test_leak_check_should_be_off_by_default(pytester, child_tmp):
     pytester.makepyfile(test_child=PLAIN + LEAKY)
 
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=150)
 
     result.assert_outcomes(passed=1)
     assert LEAK_HEADLINE not in result.stdout.str()
@@ -169,7 +169,7 @@ def test_leak_check_should_be_turned_on_by_the_ini_option_and_keep_leaks_when_as
         )
     )
 
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=150)
 
     out = result.stdout.str()
     result.assert_outcomes(passed=2, errors=1)
@@ -205,7 +205,12 @@ def test_chrome_driver_fixture_should_use_the_ini_and_command_line_options(pytes
     )
 
     result = pytester.runpytest_subprocess(
-        "--chrome-headless", "--chrome-cleanup-timeout=7", "--chrome-leak-check", "-p", "no:cacheprovider"
+        "--chrome-headless",
+        "--chrome-cleanup-timeout=7",
+        "--chrome-leak-check",
+        "-p",
+        "no:cacheprovider",
+        timeout=150,
     )
 
     result.assert_outcomes(passed=2)
@@ -228,7 +233,7 @@ def test_a_bad_option_value_should_stop_the_run_with_its_source(pytester):
     pytester.makeini("[pytest]\nembassy_cleanup_preset = huge\n")
     pytester.makepyfile(test_child="def test_nothing():\n    pass\n")
 
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=150)
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
@@ -239,7 +244,9 @@ def test_a_bad_option_value_should_stop_the_run_with_its_source(pytester):
 def test_a_bad_timeout_on_the_command_line_should_name_the_flag(pytester):
     pytester.makepyfile(test_child="def test_nothing():\n    pass\n")
 
-    result = pytester.runpytest_subprocess("--chrome-cleanup-timeout=soon", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(
+        "--chrome-cleanup-timeout=soon", "-p", "no:cacheprovider", timeout=150
+    )
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*invalid number of seconds 'soon' from --chrome-cleanup-timeout*"])
