@@ -459,9 +459,12 @@ def adopt(
     if popen is not None and popen.poll() is None:
         try:
             leader_proc = psutil.Process(popen.pid)
-            driver_env = leader_proc.environ()
         except psutil.Error:
             leader_proc = None
+        try:  # only to know its temp dir; an unreadable environment is no reason to drop it
+            driver_env = leader_proc.environ() if leader_proc is not None else {}
+        except psutil.Error:
+            driver_env = {}
     if leader_proc is None:
         limits.append("chromedriver was not running at adopt time")
 
