@@ -10,11 +10,13 @@ private.  The layers, bottom up (see docs/architecture.md):
 ``_watchdog``   crash safety: cleanup when the owner dies
 ``_session``    the context manager, built from the above
 ``_pool``       ChromePool: sessions reused across jobs, with their lifecycle
+``_adopt``      the same teardown for a driver started elsewhere
 ``cli``         the ``embassy-cleanup`` command
 """
 
 from __future__ import annotations
 
+from ._adopt import AdoptedSession, adopt
 from ._errors import (
     CleanupIncomplete,
     ConfigError,
@@ -42,6 +44,8 @@ __all__ = [
     "ChromeUltraAggressiveCleanup",
     "ChromePool",
     "PoolStats",
+    "adopt",
+    "AdoptedSession",
     "sweep_stale",
     "install_signal_handlers",
     "uninstall_signal_handlers",

@@ -114,9 +114,32 @@ def _environ_has(proc: psutil.Process, key: str, value: str) -> bool:
         return False
 
 
+_PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-~")
+
+
+def root_in_args(root: str, args: Iterable[str]) -> bool:
+    """Whether the path ``root`` appears in ``args`` as a whole path: not as
+    part of a longer name.  ``/p/profile`` is in ``--user-data-dir=/p/profile``
+    and ``--database=/p/profile/x``, never in ``--user-data-dir=/p/profile-2``
+    (a user-chosen profile dir, unlike a session root, may be a prefix of
+    another's).  An empty ``root`` is in nothing."""
+    if not root:
+        return False
+    root = root.rstrip("/") or root
+    for arg in args:
+        start = arg.find(root)
+        while start != -1:
+            end = start + len(root)
+            before_ok = start == 0 or (arg[start - 1] not in _PATH_CHARS and arg[start - 1] != "/")
+            if before_ok and (end == len(arg) or arg[end] == "/" or arg[end] not in _PATH_CHARS):
+                return True
+            start = arg.find(root, start + 1)
+    return False
+
+
 def _cmdline_has(proc: psutil.Process, needle: str) -> bool:
     try:
-        return any(needle in arg for arg in proc.cmdline())
+        return root_in_args(needle, proc.cmdline())
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import _platform
-from ._ownership import OwnedProcess, ProcessTracker, find_listeners
+from ._ownership import OwnedProcess, ProcessTracker, find_listeners, root_in_args
 from ._report import CleanupReport, Leftover, ProcessAction, Stage, StageResult
 
 log = logging.getLogger("embassy_cleanup")
@@ -256,7 +256,7 @@ def stage_os_kill(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None
             proc = psutil.Process(pid)
             if not _platform.same_user(proc):
                 continue
-            if not any(target.root in arg for arg in proc.cmdline()):
+            if not root_in_args(target.root, proc.cmdline()):
                 continue  # pgrep matched something that changed since
             found.append(OwnedProcess(pid, proc.create_time(), proc.name(), "os-tool"))
         except psutil.Error:

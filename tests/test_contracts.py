@@ -17,6 +17,8 @@ PACKAGE = Path(embassy_cleanup.__file__).resolve().parent
 #: The public API as documented (docs/architecture.md); more may be added, none removed.
 DOCUMENTED_PUBLIC = {
     "ChromeUltraAggressiveCleanup",
+    "adopt",
+    "AdoptedSession",
     "sweep_stale",
     "install_signal_handlers",
     "uninstall_signal_handlers",
