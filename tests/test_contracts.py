@@ -50,6 +50,7 @@ DOCUMENTED_OPTIONS = {
     "raise_on_leak": False,
     "env": None,
     "watchdog": True,
+    "remote_url": None,
 }
 
 
