@@ -248,14 +248,15 @@ def start_session(state: Any) -> WebDriver:
 
 
 def register_with_watchdog(state: Any) -> None:
-    """Tell the owner's watchdog about the remote session (when ``watchdog=True``)."""
+    """List the session as live (signal handlers tear live sessions down) and,
+    when ``watchdog=True``, tell the owner's watchdog about it."""
     from . import _watchdog
 
+    _watchdog._live[state.session_id] = state
     if not state.opts.watchdog:
         return
     hook = _watchdog._CrashSafetyHook(None, registered=False)
     state.hooks.append(hook)
-    _watchdog._live[state.session_id] = state
     _watchdog._get_client().send(add_message(state))
     hook.registered = True
 
