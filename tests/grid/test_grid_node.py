@@ -46,11 +46,32 @@ def plain_remote(grid: _grid.GridServer) -> webdriver.Remote:
 def tree_of(grid: _grid.GridServer, pid: int) -> dict[int, psutil.Process]:
     """``pid`` and its descendants, held by identity; all must be the Grid's."""
     root = psutil.Process(pid)
-    procs = {p.pid: p for p in [root, *root.children(recursive=True)]}
-    grids = {p.pid for p in grid.processes()}
-    procs = {p: proc for p, proc in procs.items() if p in grids or proc.is_running()}  # short-lived ones
-    assert set(procs) <= grids, f"not all of {sorted(procs)} were started by the Grid"
-    return procs
+    procs = {p.pid: p for p in [root, *root.children(recursive=True)] if _live(p)}
+
+    def strangers() -> list[str]:
+        grids = {p.pid for p in grid.processes()}
+        out = []
+        for p, proc in procs.items():
+            # a helper that exits between the scans is not part of the tree; one just
+            # forked carries the markers once it has exec'd
+            if p not in grids and _live(proc):
+                try:
+                    out.append(f"{p} {proc.name()} {proc.status()} {' '.join(proc.cmdline())[:120]}")
+                except psutil.Error:
+                    continue
+        return out
+
+    h.wait_until(lambda: not strangers(), timeout=5, interval=0.1)
+    left = strangers()
+    assert not left, f"not started by the Grid: {left}"
+    return {p: proc for p, proc in procs.items() if _live(proc)}
+
+
+def _live(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def steady(procs: dict[int, psutil.Process]) -> dict[int, psutil.Process]:
