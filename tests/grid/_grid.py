@@ -52,6 +52,18 @@ def java_path() -> str | None:
     return shutil.which("java")
 
 
+def _die_with_parent() -> None:
+    """In the JVM's child before exec: SIGKILL it when the test process dies
+    (a SIGKILLed pytest runs no finalizer).  Linux only; elsewhere a no-op."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -166,6 +178,7 @@ def start_grid(name: str = "grid", timeout: float = 90.0) -> GridServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # safe: forked from the main thread, before any exec
         )
     grid = GridServer(f"http://127.0.0.1:{port}", port, gdir, proc, log_path=log_path)
     try:
