@@ -30,6 +30,7 @@ class SessionOptions:
     raise_on_leak: bool = False
     env: Mapping[str, str] = field(default_factory=dict)
     watchdog: bool = True
+    remote_url: str | None = None  # a Selenium Grid: see _remote and docs/grid.md
 
 
 def _check_bool(name: str, value: Any) -> bool:
@@ -63,6 +64,7 @@ def validate(
     raise_on_leak: Any = False,
     env: Any = None,
     watchdog: Any = True,
+    remote_url: Any = None,
 ) -> SessionOptions:
     """Check every option; return them as a frozen :class:`SessionOptions`."""
     _check_bool("headless", headless)
@@ -142,6 +144,11 @@ def validate(
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError(f"env entries must be str to str, got {k!r}: {v!r}")
 
+    if remote_url is not None:
+        from ._remote import check_remote_options
+
+        remote_url = check_remote_options(remote_url, driver_path=driver_path, env=env)
+
     return SessionOptions(
         headless=headless,
         cleanup_timeout=float(cleanup_timeout),
@@ -155,4 +162,5 @@ def validate(
         raise_on_leak=raise_on_leak,
         env=dict(env),
         watchdog=watchdog,
+        remote_url=remote_url,
     )

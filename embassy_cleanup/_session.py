@@ -89,7 +89,12 @@ class _SessionState:
                 return self.report
             interrupted: BaseException | None = None
             try:
-                self.report = run_teardown(target, self.opts.cleanup_timeout)
+                if self.opts.remote_url is not None:  # a Grid session: see _remote
+                    from ._remote import run_remote_teardown
+
+                    self.report = run_remote_teardown(target, self.opts.cleanup_timeout)  # type: ignore[arg-type]
+                else:
+                    self.report = run_teardown(target, self.opts.cleanup_timeout)
             except TeardownInterrupted as held:  # finished; re-raised below
                 self.report, interrupted = held.report, held.original
             _release_driver(target.driver)
@@ -194,6 +199,10 @@ class ChromeUltraAggressiveCleanup:
         env: extra environment variables for chromedriver and Chrome.
         watchdog: tear the session down even if this process dies (SIGKILL,
             OOM): see ``docs/crash-safety.md``.
+        remote_url: a Selenium Grid 4 (``http://host:4444``): the session is a
+            ``webdriver.Remote`` on it, deleted from the Grid at teardown and
+            when this process dies (see ``docs/grid.md``).  ``binary`` is then
+            a path on the node; ``driver_path`` and ``env`` do not apply.
     """
 
     def __init__(
@@ -211,6 +220,7 @@ class ChromeUltraAggressiveCleanup:
         raise_on_leak: bool = False,
         env: Mapping[str, str] | None = None,
         watchdog: bool = True,
+        remote_url: str | None = None,
     ) -> None:
         self.options = validate(
             headless=headless,
@@ -225,6 +235,7 @@ class ChromeUltraAggressiveCleanup:
             raise_on_leak=raise_on_leak,
             env=env,
             watchdog=watchdog,
+            remote_url=remote_url,
         )
         self.session_id = secrets.token_hex(6)
         self.driver: WebDriver | None = None
@@ -280,6 +291,8 @@ class ChromeUltraAggressiveCleanup:
         self._entered = True
         opts = self.options
         t0 = time.monotonic()
+        if opts.remote_url is not None:
+            return self._start_remote(t0)
         # Resolve first: a bad driver or binary path fails before anything exists.
         driver_path, driver_src = _launcher.resolve_driver(opts.driver_path)
         binary = _launcher.resolve_binary(
@@ -317,6 +330,29 @@ class ChromeUltraAggressiveCleanup:
             driver_src,
             len(procs),
             paths.root,
+        )
+        return driver
+
+    def _start_remote(self, t0: float) -> WebDriver:
+        """A session on a Selenium Grid: nothing local but the WebDriver client."""
+        from ._remote import start_session
+
+        self._finalizer = weakref.finalize(self, _finalize, self._state)
+        try:
+            # a selenium Remote WebDriver: the same API as the local Chrome one
+            driver: Any = start_session(self._state)
+        except BaseException as err:
+            report = self._state.teardown()
+            if isinstance(err, LaunchError) and report is not None:
+                err.report = err.details["report"] = report
+            raise
+        self.driver = driver
+        log.info(
+            "session %s started in %.0f ms: remote session %s on %s",
+            self.session_id,
+            (time.monotonic() - t0) * 1000,
+            driver.session_id,
+            self.options.remote_url,
         )
         return driver
 

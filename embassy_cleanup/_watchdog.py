@@ -145,6 +145,10 @@ class _WatchdogClient:
 
 
 def _add_message(state: Any) -> bytes:
+    if getattr(state.target, "remote_session_id", None) is not None:  # a Grid session (_remote)
+        from ._remote import add_message
+
+        return (json.dumps(add_message(state)) + "\n").encode()
     return (json.dumps({"op": "add", "sid": state.session_id, "root": state.target.root}) + "\n").encode()
 
 
@@ -282,7 +286,7 @@ def _read_pipe(fd: int, chunks: queue.Queue[bytes]) -> None:
 
 def serve(owner_pid: int, owner_create_time: float, fd: int = 0) -> int:
     """The watchdog's loop: track registrations until the owner is gone."""
-    sessions: dict[str, str] = {}
+    sessions: dict[str, dict[str, Any]] = {}
     chunks: queue.Queue[bytes] = queue.Queue()
     threading.Thread(target=_read_pipe, args=(fd, chunks), daemon=True).start()
     buf = b""
@@ -302,13 +306,24 @@ def serve(owner_pid: int, owner_create_time: float, fd: int = 0) -> int:
                 msg = json.loads(raw)
             except ValueError:
                 continue
-            if msg.get("op") == "add" and isinstance(msg.get("root"), str):
-                sessions[str(msg["sid"])] = msg["root"]
+            if msg.get("op") == "add" and (
+                isinstance(msg.get("root"), str) or isinstance(msg.get("remote_sid"), str)
+            ):
+                sessions[str(msg["sid"])] = msg
             elif msg.get("op") == "remove":
                 sessions.pop(str(msg.get("sid")), None)
-    for sid, root in sessions.items():
+    # Remote (Grid) sessions first: one HTTP request each frees a Grid slot.
+    for sid, msg in sessions.items():
+        if isinstance(msg.get("remote_sid"), str):
+            from ._remote import reap_remote
+
+            outcome = reap_remote(sid, str(msg.get("remote_url")), msg["remote_sid"])
+            print(f"watchdog: remote session {sid} ({msg['remote_sid']}): {outcome}", file=sys.stderr)
+    for sid, msg in sessions.items():
+        if not isinstance(msg.get("root"), str):
+            continue
         try:
-            _reap_session(sid, root)
+            _reap_session(sid, msg["root"])
         except Exception as err:  # one session's failure must not spare the others
             print(f"watchdog: session {sid}: {err!r}", file=sys.stderr)
     return 0

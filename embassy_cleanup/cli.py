@@ -248,6 +248,44 @@ def write_prometheus(inv: Any, path: str) -> None:
     os.replace(tmp, path)
 
 
+#: --grid of diagnose and clean (issue #8): see _grid_node and docs/grid.md.
+_grid_option = click.option(
+    "--grid",
+    "grid_url",
+    metavar="URL",
+    default=None,
+    help="On a Selenium Grid node: classify (diagnose) or kill (clean) the Chrome trees of the Grid "
+    "at URL whose chromedriver is gone or whose Grid session no longer exists; live Grid sessions "
+    "are never touched.",
+)
+
+
+def _grid_command(url: str, as_json: bool, *, clean: bool, dry_run: bool) -> None:
+    """``diagnose --grid`` / ``clean --grid``; exits (0 healthy/clean, 1 orphans/failures, 2 no Grid)."""
+    from ._grid_node import GridNodeError, kill_orphans, render, take_grid_inventory
+
+    try:
+        inv = take_grid_inventory(url)
+    except GridNodeError as err:
+        click.echo(f"Error: {err}", err=True)
+        sys.exit(EXIT_USAGE)
+    if not clean or dry_run:
+        if as_json:
+            click.echo(json.dumps(dict(inv.to_dict(), dry_run=dry_run) if clean else inv.to_dict(), indent=2))
+        else:
+            for line in render(inv):
+                click.echo(line)
+        sys.exit(EXIT_OK if clean or not inv.orphans else EXIT_LEAKS)
+    done, failed = kill_orphans(inv)
+    if as_json:
+        click.echo(json.dumps({"grid": inv.url, "ok": not failed, "done": done, "failed": failed}, indent=2))
+    else:
+        for line in done + [f"FAILED: {f}" for f in failed]:
+            click.echo(line)
+        click.echo("clean" if not failed else f"{len(failed)} orphan tree(s) survived")
+    sys.exit(EXIT_OK if not failed else EXIT_LEAKS)
+
+
 @cli.command()
 @_scope_option
 @click.option("--all-users", is_flag=True, help="Include other users' processes (root only).")
@@ -261,8 +299,14 @@ def write_prometheus(inv: Any, path: str) -> None:
     help="Also write a node_exporter textfile to PATH.",
 )
 @click.option("--no-memory", is_flag=True, help="Skip USS/PSS (faster with many processes).")
+@_grid_option
 def diagnose(
-    temp_dir: str | None, all_users: bool, as_json: bool, prom_path: str | None, no_memory: bool
+    temp_dir: str | None,
+    all_users: bool,
+    as_json: bool,
+    prom_path: str | None,
+    no_memory: bool,
+    grid_url: str | None,
 ) -> None:
     """Show Chrome-family processes and dirs, classified.
 
@@ -273,6 +317,8 @@ def diagnose(
     """
     from ._inventory import take_inventory
 
+    if grid_url is not None:
+        _grid_command(grid_url, as_json, clean=False, dry_run=False)
     _check_all_users(all_users)
     inv = take_inventory(temp_dir, all_users=all_users, memory=not no_memory, scoped=temp_dir is not None)
     if prom_path:
@@ -353,6 +399,7 @@ def diagnose(
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (with --all).")
 @click.option("--all-users", is_flag=True, help="With --all: other users' processes too (root only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan and outcome as JSON.")
+@_grid_option
 def clean(
     temp_dir: str | None,
     dry_run: bool,
@@ -361,6 +408,7 @@ def clean(
     yes: bool,
     all_users: bool,
     as_json: bool,
+    grid_url: str | None,
 ) -> None:
     """Tear down orphaned sessions and remove stale dirs nothing uses.
 
@@ -372,6 +420,10 @@ def clean(
     from ._clean import execute, plan_clean
     from ._inventory import take_inventory
 
+    if grid_url is not None:
+        if all_processes or all_users:
+            raise click.UsageError("--grid cleans only the Grid's orphans; it does not combine with --all")
+        _grid_command(grid_url, as_json, clean=True, dry_run=dry_run)
     _check_all_users(all_users)
     if all_users and not all_processes:
         raise click.UsageError("--all-users only makes sense with --all")

@@ -59,6 +59,7 @@ DOCUMENTED_OPTIONS = {
     "raise_on_leak": False,
     "env": None,
     "watchdog": True,
+    "remote_url": None,
 }
 
 

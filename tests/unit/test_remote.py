@@ -1,0 +1,181 @@
+"""Unit tests of the Grid client (``_remote``), against a tiny fake Grid.
+
+The fake is an ``http.server`` on 127.0.0.1 that answers ``GET /status``
+with the sessions it holds and ``DELETE /session/{id}`` by dropping one; the
+real Grid is exercised in ``tests/grid``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import psutil
+import pytest
+
+from embassy_cleanup import Stage
+from embassy_cleanup._ownership import ProcessTracker
+from embassy_cleanup._remote import (
+    REMOTE_SKIP,
+    RemoteTarget,
+    check_remote_options,
+    delete_session,
+    listed_sessions,
+    run_remote_teardown,
+)
+from embassy_cleanup._watchdog import serve
+
+
+class FakeGrid:
+    def __init__(self) -> None:
+        self.sessions: set[str] = set()
+        self.deleted: list[str] = []
+        grid = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _reply(self, code: int, value: object) -> None:
+                body = json.dumps({"value": value}).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):  # noqa: N802
+                slots = [{"session": {"sessionId": s}} for s in sorted(grid.sessions)] + [{"session": None}]
+                self._reply(200, {"ready": True, "nodes": [{"slots": slots}]})
+
+            def do_DELETE(self):  # noqa: N802
+                sid = self.path.rsplit("/", 1)[-1]
+                grid.deleted.append(sid)
+                if sid in grid.sessions:
+                    grid.sessions.discard(sid)
+                    self._reply(200, None)
+                else:
+                    self._reply(404, {"error": "invalid session id", "message": "gone"})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def fake_grid():
+    grid = FakeGrid()
+    try:
+        yield grid
+    finally:
+        grid.close()
+
+
+def target(url: str, rsid: str | None, driver=None, graceful: bool = True) -> RemoteTarget:
+    return RemoteTarget(
+        "abcdefabcdef",
+        ProcessTracker("abcdefabcdef", ""),
+        None,
+        graceful=graceful,
+        driver=driver,
+        remote_url=url,
+        remote_session_id=rsid,
+    )
+
+
+class HangingDriver:
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def quit(self) -> None:
+        self.release.wait(30)
+
+
+def test_listed_sessions_should_collect_every_slot_of_every_node():
+    status = {
+        "nodes": [
+            {"slots": [{"session": {"sessionId": "a"}}, {"session": None}]},
+            {"slots": [{"session": {"sessionId": "b", "capabilities": {}}}]},
+            {"slots": None},
+        ]
+    }
+    assert sorted(listed_sessions(status)) == ["a", "b"]
+    assert listed_sessions({}) == {}
+
+
+def test_check_remote_options_should_normalise_the_url():
+    assert (
+        check_remote_options(" http://grid:4444/wd/hub/ ", driver_path=None, env={})
+        == "http://grid:4444/wd/hub"
+    )
+
+
+def test_delete_session_should_count_404_as_already_gone(fake_grid):
+    assert delete_session(fake_grid.url, "nope") == "already gone (404)"
+
+
+def test_a_hanging_quit_should_be_bounded_then_the_session_deleted_and_verified(fake_grid):
+    fake_grid.sessions.add("r1")
+    driver = HangingDriver()
+    try:
+        t0 = time.monotonic()
+        report = run_remote_teardown(target(fake_grid.url, "r1", driver), budget=2.0)
+        took = time.monotonic() - t0
+    finally:
+        driver.release.set()
+    assert took < 2.0 + 0.5
+    assert report.ok, str(report)
+    assert fake_grid.deleted == ["r1"]
+    quit_stage = report.stage(Stage.QUIT)
+    assert quit_stage.errors and "did not return within" in quit_stage.errors[0]
+    assert "DELETE /session/r1: deleted" in quit_stage.notes
+    assert all(report.stage(s).skipped_reason == REMOTE_SKIP for s in (Stage.KILL_TREE, Stage.PROFILE))
+
+
+def test_a_grid_that_went_away_should_leave_an_unverified_leftover_within_the_budget(fake_grid):
+    url = fake_grid.url
+    fake_grid.close()
+    t0 = time.monotonic()
+    report = run_remote_teardown(target(url, "r1", graceful=False), budget=1.5)
+    assert time.monotonic() - t0 < 1.5 + 0.5
+    assert [lo.kind for lo in report.leftovers] == ["unverified"], str(report)
+    assert "ConnectionRefusedError" in report.stage(Stage.QUIT).errors[0]
+
+
+def test_the_watchdog_should_delete_a_remote_session_when_its_owner_pipe_closes(fake_grid):
+    fake_grid.sessions.add("r2")
+    rfd, wfd = os.pipe()
+    msg = {"op": "add", "sid": "abcdefabcdef", "root": None, "remote_url": fake_grid.url, "remote_sid": "r2"}
+    os.write(wfd, (json.dumps(msg) + "\n").encode())
+    os.close(wfd)  # the owner "dies"
+    me = psutil.Process()
+    try:
+        assert serve(me.pid, me.create_time(), rfd) == 0
+    finally:
+        os.close(rfd)
+    assert fake_grid.deleted == ["r2"] and not fake_grid.sessions
+
+
+def test_the_watchdog_should_not_delete_a_remote_session_its_owner_closed(fake_grid):
+    fake_grid.sessions.add("r3")
+    rfd, wfd = os.pipe()
+    add = {"op": "add", "sid": "abcdefabcdef", "root": None, "remote_url": fake_grid.url, "remote_sid": "r3"}
+    os.write(
+        wfd, (json.dumps(add) + "\n" + json.dumps({"op": "remove", "sid": "abcdefabcdef"}) + "\n").encode()
+    )
+    os.close(wfd)
+    me = psutil.Process()
+    try:
+        serve(me.pid, me.create_time(), rfd)
+    finally:
+        os.close(rfd)
+    assert fake_grid.deleted == []
