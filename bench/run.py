@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import psutil
@@ -421,6 +422,34 @@ def bench_scale(root: str, nproc: int, ndirs: int) -> dict[str, Any]:
         shutil.rmtree(scale_dir, ignore_errors=True)
 
 
+# -- sections -----------------------------------------------------------------
+@dataclass
+class Context:
+    """What every benchmark section gets."""
+
+    runs: int
+    root: str
+    log: Callable[[str], None]
+    smoke: bool
+
+
+def _footprint_section(ctx: Context) -> dict[str, Any]:
+    with serve() as base:
+        return bench_footprint(max(1, ctx.runs // 4), ctx.root, base, ctx.log)
+
+
+#: The benchmark sections, in the order they run; each result goes into the
+#: JSON under its name.  A new benchmark (pool vs fresh sessions, say) is one
+#: function taking a Context, one entry here, and its table in render_markdown.
+SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
+    "lifecycle": lambda ctx: bench_lifecycle(ctx.runs, ctx.root, ctx.log),
+    "frozen": lambda ctx: bench_frozen(max(1, ctx.runs // 4), ctx.root),
+    "crash": lambda ctx: bench_crash(max(1, ctx.runs // 2), ctx.root),
+    "footprint": _footprint_section,
+    "scale": lambda ctx: bench_scale(ctx.root, 50 if ctx.smoke else 2000, 10 if ctx.smoke else 500),
+}
+
+
 # -- report -------------------------------------------------------------------
 def _ms(d: dict[str, float]) -> str:
     return f"{d['median'] * 1000:.0f} ms (p95 {d['p95'] * 1000:.0f})" if d.get("n") else "-"
@@ -547,7 +576,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--smoke", action="store_true", help="one iteration of everything, small scale")
     ap.add_argument("--md", default=os.path.join(os.path.dirname(HERE), "docs", "benchmarks.md"))
-    ap.add_argument("--json", default=os.path.join(HERE, "results", "latest.json"))
+    ap.add_argument(
+        "--json", help="raw figures (default: bench/results/latest.json, or partial.json with --only)"
+    )
+    ap.add_argument(
+        "--only",
+        metavar="SECTIONS",
+        help=f"comma-separated sections to run ({', '.join(SECTIONS)}); writes only the JSON",
+    )
     ap.add_argument("--render", metavar="JSON", help="only rebuild the Markdown from saved raw figures")
     args = ap.parse_args(argv)
     if args.render:
@@ -557,6 +593,10 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(render_markdown(saved))
         return 0
     runs = 1 if args.smoke else args.runs
+    only = [x.strip() for x in args.only.split(",")] if args.only else []
+    unknown = [x for x in only if x not in SECTIONS]
+    if unknown:
+        ap.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
     import selenium
 
     def log(msg: str) -> None:
@@ -578,25 +618,24 @@ def main(argv: list[str] | None = None) -> int:
                 "python": platform.python_version(),
             },
         }
-        log("lifecycle ...")
-        res["lifecycle"] = bench_lifecycle(runs, root, log)
-        log("frozen ...")
-        res["frozen"] = bench_frozen(max(1, runs // 4), root)
-        log("crash ...")
-        res["crash"] = bench_crash(max(1, runs // 2), root)
-        log("footprint ...")
-        with serve() as base:
-            res["footprint"] = bench_footprint(max(1, runs // 4), root, base, log)
-        log("scale ...")
-        res["scale"] = bench_scale(root, 50 if args.smoke else 2000, 10 if args.smoke else 500)
+        ctx = Context(runs=runs, root=root, log=log, smoke=args.smoke)
+        for name, section in SECTIONS.items():
+            if only and name not in only:
+                continue
+            log(f"{name} ...")
+            res[name] = section(ctx)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    os.makedirs(os.path.dirname(args.json), exist_ok=True)
-    with open(args.json, "w", encoding="utf-8") as fh:
+    json_path = args.json or os.path.join(HERE, "results", "partial.json" if only else "latest.json")
+    os.makedirs(os.path.dirname(json_path), exist_ok=True)
+    with open(json_path, "w", encoding="utf-8") as fh:
         json.dump(res, fh, indent=2)
+    if only:  # a partial run does not overwrite the report
+        log(f"wrote {json_path}")
+        return 0
     with open(args.md, "w", encoding="utf-8") as fh:
         fh.write(render_markdown(res))
-    log(f"wrote {args.md} and {args.json}")
+    log(f"wrote {args.md} and {json_path}")
     return 0
 
 
