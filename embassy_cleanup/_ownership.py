@@ -160,6 +160,7 @@ class ProcessTracker:
         self.recorded: dict[int, OwnedProcess] = {}
         self.leader: OwnedProcess | None = None
         self._popen: subprocess.Popen[bytes] | None = None
+        self._children: list[subprocess.Popen[bytes]] = []  # other processes we started
         self._lock = threading.Lock()
         self._exclude = set(exclude)
 
@@ -178,10 +179,28 @@ class ProcessTracker:
             self.recorded[leader.pid] = leader
         return leader
 
+    def adopt_child(self, popen: subprocess.Popen[bytes]) -> OwnedProcess | None:
+        """Record another process this session started itself (the headless
+        shell), reaped through its own ``Popen`` like the leader."""
+        self._children.append(popen)
+        try:
+            proc = psutil.Process(popen.pid)
+            owned = OwnedProcess(popen.pid, proc.create_time(), proc.name(), "started")
+        except psutil.NoSuchProcess:
+            popen.poll()
+            return None
+        self.record([owned])
+        return owned
+
     def record(self, procs: Iterable[OwnedProcess]) -> None:
         with self._lock:
             for p in procs:
                 self.recorded.setdefault(p.pid, p)
+
+    def _started_pids(self) -> list[int]:
+        """PIDs of the processes this session spawned itself, not yet reaped."""
+        pids = [self.leader.pid] if self.leader is not None else []
+        return pids + [p.pid for p in self._children if p.returncode is None]
 
     @property
     def excluded(self) -> set[int]:
@@ -218,16 +237,19 @@ class ProcessTracker:
             if entry and abs(entry[1] - rec.create_time) < _CT_EPSILON:
                 found[rec.pid] = rec
 
-        leader = self.leader
-        group = leader.pid if leader is not None and leader.pid in found else None
+        # Process groups led by a process we started (chromedriver, the
+        # headless shell: both in new sessions).  Its group id cannot be
+        # reused while that process is unreaped, which holds as long as it
+        # is in the table with its recorded identity: it is our child.
+        groups = {pid: found[pid].create_time for pid in self._started_pids() if pid in found}
         for r in rows:
             if r.pid in found or r.pid not in table:
                 continue
             ctime = r.create_time
             via = None
-            if group is not None and ctime + _CT_EPSILON >= leader.create_time:  # type: ignore[union-attr]
+            if groups:
                 pgrp = r.pgrp if r.pgrp is not None else _platform.process_group_of(r.pid)
-                if pgrp == group:
+                if pgrp in groups and ctime + _CT_EPSILON >= groups[pgrp]:
                     via = "group"
             # An empty marker would match every process: such a key is off.
             young = ctime + _BORN_SLACK_S >= self.born_after
@@ -317,13 +339,16 @@ class ProcessTracker:
         and never a PID whose create time is not the recorded one (it may now
         be another child of the owner, whose exit status is not ours)."""
         reaped = []
-        if self._popen is not None and self._popen.poll() is not None:
-            reaped.append(self._popen.pid)
+        popens = ([self._popen] if self._popen is not None else []) + self._children
+        for popen in popens:
+            if popen.poll() is not None:
+                reaped.append(popen.pid)
+        by_popen = {popen.pid for popen in popens}
         me = os.getpid()
         candidates = {p.pid: p for p in self.recorded.values()}
         candidates.update((p.pid, p) for p in procs)
         for pid, p in candidates.items():
-            if self._popen is not None and pid == self._popen.pid:
+            if pid in by_popen:
                 continue
             try:
                 proc = psutil.Process(pid)
