@@ -396,6 +396,8 @@ def stage_profile(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None
             return
         if early.error:
             run.notes.append(f"early removal: {early.error}; trying again")
+        elif early.existed:
+            run.notes.append("the dir was re-created during the early removal; removing again")
     if not os.path.lexists(target.root):
         run.notes.append("session dir already gone")
         return
