@@ -46,6 +46,26 @@ SHELL_PATHS = (
 SHELL_NAMES = ("chrome-headless-shell", "chromium-headless-shell")
 #: How long the headless shell may take to open its DevTools port.
 SHELL_START_TIMEOUT = 30.0
+#: The switches chromedriver 156 adds when it launches a browser itself
+#: (read off the browser's command line), minus its logging ones: the
+#: headless shell, which the session launches, gets them too, so a page
+#: behaves the same under both (popups allowed, no hang monitor,
+#: ``navigator.webdriver`` set).  Chromedriver's ``--disable-features`` list
+#: is merged with ours by ``merge_flags``, as chromedriver itself does.
+CHROMEDRIVER_DEFAULT_FLAGS = (
+    "--allow-pre-commit-input",
+    "--disable-background-timer-throttling",
+    "--disable-backgrounding-occluded-windows",
+    "--disable-client-side-phishing-detection",
+    "--disable-features=IgnoreDuplicateNavs,Prewarm",
+    "--disable-hang-monitor",
+    "--disable-popup-blocking",
+    "--disable-prompt-on-repost",
+    "--enable-automation",
+    "--no-service-autorun",
+    "--test-type=webdriver",
+    "--use-mock-keychain",
+)
 _BINARY_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
 
@@ -402,7 +422,7 @@ def _start_shell_session(
     from selenium import webdriver
     from selenium.common.exceptions import WebDriverException
 
-    args = chrome_arguments(opts, paths.profile, shell=True)
+    args = merge_flags(list(CHROMEDRIVER_DEFAULT_FLAGS), chrome_arguments(opts, paths.profile, shell=True))
     # Port 0: the shell picks a free port and writes it to DevToolsActivePort
     # (never a port range of ours).  about:blank gives chromedriver a page.
     cmd = [shell, *[a for a in args if not a.startswith("--remote-debugging-port")]]

@@ -100,6 +100,8 @@ def test_headless_shell_preset_should_render_the_bench_pages_and_leave_nothing(s
         for page in ("static", "heavy"):
             driver.get(f"{base}/{page}.html")
             assert bench.page_ok(driver, page), f"{page} page did not render correctly"
+        # launched with chromedriver's own switches: it is an automated browser
+        assert driver.execute_script("return navigator.webdriver") is True
         snap = snapshot(cleanup, settle=True)
         # every browser process is the shell (none is chromium), and it carries our markers
         assert _executables(snap) == {os.path.basename(SHELL or "chromium-headless-shell")}
