@@ -210,6 +210,8 @@ def stage_kill_tree(target: TeardownTarget, clock: _Clock, run: _StageRun, grace
         if survivors or clock.remaining() <= 0:
             break
     target.tracker.reap()
+    if not run.survivors:  # nothing of ours runs: the dir can go while the next stages run
+        _early_removal_starter(target, clock)()
     if not run.killed:
         run.notes.append("nothing left running")
 
