@@ -11,10 +11,12 @@ its environment, and is recorded the moment it exists.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -22,7 +24,7 @@ from . import _platform
 from ._errors import ConfigError, DriverNotFoundError, LaunchError
 from ._options import SessionOptions
 from ._ownership import ENV_MARKER, OWNER_MARKER, ROOT_PREFIX, owner_marker
-from ._presets import merge_flags, preset_flags
+from ._presets import SHELL_FALLBACK, SHELL_PRESETS, merge_flags, preset_flags
 
 if TYPE_CHECKING:  # pragma: no cover
     import subprocess
@@ -33,6 +35,37 @@ log = logging.getLogger("embassy_cleanup")
 
 DRIVER_ENV = "CHROMEDRIVER_PATH"
 BINARY_ENV = "CHROME_BINARY"
+SHELL_ENV = "CHROME_HEADLESS_SHELL"
+#: Where the headless shell is looked for, before PATH: Debian's real binary
+#: (``/usr/bin/chromium-headless-shell`` is an sh wrapper that does not exec,
+#: so the shell would run as a child of sh), and Chrome for Testing's.
+SHELL_PATHS = (
+    "/usr/lib/chromium/chromium-headless-shell",
+    "/opt/google/chrome-headless-shell/chrome-headless-shell",
+)
+SHELL_NAMES = ("chrome-headless-shell", "chromium-headless-shell")
+#: How long the headless shell may take to open its DevTools port.
+SHELL_START_TIMEOUT = 30.0
+#: The switches chromedriver 156 adds when it launches a browser itself
+#: (read off the browser's command line), minus its logging ones: the
+#: headless shell, which the session launches, gets them too, so a page
+#: behaves the same under both (popups allowed, no hang monitor,
+#: ``navigator.webdriver`` set).  Chromedriver's ``--disable-features`` list
+#: is merged with ours by ``merge_flags``, as chromedriver itself does.
+CHROMEDRIVER_DEFAULT_FLAGS = (
+    "--allow-pre-commit-input",
+    "--disable-background-timer-throttling",
+    "--disable-backgrounding-occluded-windows",
+    "--disable-client-side-phishing-detection",
+    "--disable-features=IgnoreDuplicateNavs,Prewarm",
+    "--disable-hang-monitor",
+    "--disable-popup-blocking",
+    "--disable-prompt-on-repost",
+    "--enable-automation",
+    "--no-service-autorun",
+    "--test-type=webdriver",
+    "--use-mock-keychain",
+)
 _BINARY_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
 
@@ -111,6 +144,34 @@ def resolve_binary(explicit: str | None, from_options: str | None = None) -> str
     for name in _BINARY_NAMES:
         found = shutil.which(name)
         if found:
+            return found
+    return None
+
+
+def _is_elf(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def resolve_headless_shell() -> str | None:
+    """The headless shell binary: ``$CHROME_HEADLESS_SHELL`` (an error if it
+    is wrong: the user asked for that file), then :data:`SHELL_PATHS`, then
+    :data:`SHELL_NAMES` on PATH when they are real executables, not scripts.
+    None when none is installed (the caller falls back)."""
+    env_path = os.environ.get(SHELL_ENV)
+    if env_path:
+        return _check_executable(
+            env_path, f"${SHELL_ENV}", "the headless shell", "install chromium-headless-shell (Debian)"
+        )
+    for path in SHELL_PATHS:
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    for name in SHELL_NAMES:
+        found = shutil.which(name)
+        if found and _is_elf(os.path.realpath(found)):
             return found
     return None
 
@@ -197,10 +258,12 @@ def child_env(opts: SessionOptions, session_id: str, paths: SessionPaths) -> dic
     return env
 
 
-def chrome_arguments(opts: SessionOptions, profile_dir: str) -> list[str]:
-    """The full flag list for a session, in the order Chrome will see it."""
+def chrome_arguments(opts: SessionOptions, profile_dir: str, shell: bool = False) -> list[str]:
+    """The full flag list for a session, in the order Chrome will see it
+    (``shell``: for the headless shell, which is headless by nature and takes
+    no ``--headless`` flag)."""
     auto = []
-    if opts.headless:
+    if opts.headless and not shell:
         auto.append("--headless=new")
     if not _platform.can_use_chrome_sandbox():
         auto.append("--no-sandbox")
@@ -292,3 +355,160 @@ def read_devtools_port(profile_dir: str) -> int | None:
             return int(fh.readline().strip())
     except (OSError, ValueError):
         return None
+
+
+# -- the headless shell ------------------------------------------------------
+@dataclass
+class Launched:
+    """What start-up produced: the driver, its service, the preset in effect
+    (``"minimal"`` when ``"headless-shell"`` fell back), the DevTools port,
+    and the headless shell's process when the session started one."""
+
+    driver: WebDriver
+    service: Any
+    preset: str
+    devtools_port: int | None
+    shell: subprocess.Popen[bytes] | None = None
+    fallback_reason: str | None = None
+
+
+def start_session(
+    opts: SessionOptions,
+    session_id: str,
+    paths: SessionPaths,
+    driver_path: str,
+    binary: str | None,
+    on_spawn: Callable[[subprocess.Popen[bytes]], Any],
+    on_browser: Callable[[subprocess.Popen[bytes]], Any],
+) -> Launched:
+    """Start the browser and chromedriver for ``opts.preset``.
+
+    For a shell preset, the session starts the headless shell itself (it has
+    no page target until it is given a URL, and chromedriver launching it
+    fails with "unable to discover open pages"), then attaches chromedriver
+    through ``debuggerAddress``.  ``on_browser`` gets the shell's Popen the
+    moment it exists.  No shell installed: the ``"minimal"`` preset on the
+    Chrome binary, with a WARNING.
+    """
+    if opts.preset in SHELL_PRESETS:
+        shell = resolve_headless_shell()
+        if shell is not None:
+            return _start_shell_session(opts, session_id, paths, driver_path, shell, on_spawn, on_browser)
+        reason = (
+            f"preset {opts.preset!r}: no headless shell found (${SHELL_ENV} not set, none of "
+            f"{', '.join(SHELL_PATHS + SHELL_NAMES)}); using preset {SHELL_FALLBACK!r} on "
+            f"{binary or 'the default Chrome'} instead; install chromium-headless-shell (Debian) "
+            "for about half the memory"
+        )
+        log.warning("session %s: %s", session_id, reason)
+        opts = dataclasses.replace(opts, preset=SHELL_FALLBACK)
+        driver, service = start_driver(opts, session_id, paths, driver_path, binary, on_spawn)
+        return Launched(driver, service, SHELL_FALLBACK, read_devtools_port(paths.profile), None, reason)
+    driver, service = start_driver(opts, session_id, paths, driver_path, binary, on_spawn)
+    return Launched(driver, service, opts.preset, read_devtools_port(paths.profile))
+
+
+def _start_shell_session(
+    opts: SessionOptions,
+    session_id: str,
+    paths: SessionPaths,
+    driver_path: str,
+    shell: str,
+    on_spawn: Callable[[subprocess.Popen[bytes]], Any],
+    on_browser: Callable[[subprocess.Popen[bytes]], Any],
+) -> Launched:
+    import subprocess
+
+    from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
+
+    args = merge_flags(list(CHROMEDRIVER_DEFAULT_FLAGS), chrome_arguments(opts, paths.profile, shell=True))
+    # Port 0: the shell picks a free port and writes it to DevToolsActivePort
+    # (never a port range of ours).  about:blank gives chromedriver a page.
+    cmd = [shell, *[a for a in args if not a.startswith("--remote-debugging-port")]]
+    cmd += ["--remote-debugging-port=0", "about:blank"]
+    log_path = os.path.join(paths.tmp, "headless-shell.log")
+    with open(log_path, "wb") as log_file:  # a pipe nobody reads could fill and block the shell
+        try:
+            popen = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                env=child_env(opts, session_id, paths),
+                **_platform.new_session_popen_kw(),
+            )
+        except OSError as err:
+            raise LaunchError(
+                f"the headless shell {shell!r} did not start: {err.strerror or err}", path=shell
+            ) from err
+    on_browser(popen)
+    port = _wait_for_devtools(popen, paths.profile, shell, log_path)
+
+    options = webdriver.ChromeOptions()
+    options.debugger_address = f"127.0.0.1:{port}"
+    if opts.options is not None:
+        options.page_load_strategy = opts.options.page_load_strategy
+    service = _service_class()(
+        executable_path=driver_path,
+        env=child_env(opts, session_id, paths),
+        popen_kw=_platform.new_session_popen_kw(),
+    )
+    service.on_spawn = on_spawn
+    try:
+        driver = webdriver.Chrome(service=service, options=options)
+    except WebDriverException as err:
+        lines = [ln.strip() for ln in (err.msg or str(err)).splitlines() if ln.strip()]
+        reason = "; ".join(ln.split("; For documentation")[0] for ln in lines[:2]) or repr(err)
+        raise LaunchError(
+            f"chromedriver could not attach to the headless shell on port {port}: {reason} "
+            f"(shell={shell!r}, driver={driver_path!r})",
+            path=shell,
+        ) from err
+    log.debug(
+        "session %s: headless shell %s (pid %d) on DevTools port %d", session_id, shell, popen.pid, port
+    )
+    return Launched(driver, service, opts.preset, port, popen)
+
+
+def _wait_for_devtools(popen: subprocess.Popen[bytes], profile_dir: str, shell: str, log_path: str) -> int:
+    """The DevTools port once the shell has written it and has a page target;
+    LaunchError with the shell's own last words if it exits or never does."""
+    deadline = time.monotonic() + SHELL_START_TIMEOUT
+    delay = 0.002
+    while True:
+        port = read_devtools_port(profile_dir)
+        if port is not None and _has_page(port):
+            return port
+        code = popen.poll()
+        if code is not None or time.monotonic() >= deadline:
+            try:
+                with open(log_path, encoding="utf-8", errors="replace") as fh:
+                    tail = [ln.strip() for ln in fh.read().splitlines() if ln.strip()][-2:]
+            except OSError:
+                tail = []
+            what = (
+                f"exited with status {code}"
+                if code is not None
+                else (f"opened no DevTools page within {SHELL_START_TIMEOUT:.0f} s")
+            )
+            raise LaunchError(
+                f"the headless shell {shell!r} {what}"
+                + (f": {' | '.join(tail)}" if tail else "")
+                + "; check the flags in extra_args",
+                path=shell,
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _has_page(port: int) -> bool:
+    """Whether the DevTools endpoint lists a page target yet."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=1) as resp:  # noqa: S310
+            return any(t.get("type") == "page" for t in json.loads(resp.read()))
+    except (OSError, ValueError):
+        return False

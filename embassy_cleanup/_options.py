@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ._errors import ConfigError
-from ._presets import DEFAULT_PRESET, PRESETS
+from ._presets import DEFAULT_PRESET, PRESETS, SHELL_PRESETS
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,14 @@ def validate(
             value=preset,
         )
 
+    if preset in SHELL_PRESETS and not headless:
+        raise ConfigError(
+            f"preset {preset!r} runs Chromium's headless shell, which has no window; "
+            "pass headless=True, or choose preset='minimal' for a headed browser",
+            option="preset",
+            value=preset,
+        )
+
     if isinstance(extra_args, (str, bytes)) or not isinstance(extra_args, Sequence):
         raise TypeError(f"extra_args must be a list of flags like ['--lang=en'], got {extra_args!r}")
     for arg in extra_args:
@@ -116,6 +124,15 @@ def validate(
         if not isinstance(options, ChromeOptions):
             raise TypeError(
                 f"options must be a selenium.webdriver.ChromeOptions, got {type(options).__name__}"
+            )
+        if preset in SHELL_PRESETS and (options.extensions or options.experimental_options):
+            raise ConfigError(
+                f"with preset {preset!r} the session starts the headless shell itself and chromedriver "
+                "only attaches to it, so the extensions and experimental options of options= "
+                f"({sorted(options.experimental_options) + ['extensions'] * bool(options.extensions)}) "
+                "would be ignored; drop them or choose preset='minimal'",
+                option="options",
+                value=sorted(options.experimental_options),
             )
         for arg in options.arguments:
             if arg.startswith("--user-data-dir"):

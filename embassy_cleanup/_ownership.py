@@ -30,7 +30,7 @@ import subprocess
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import psutil
 
@@ -144,6 +144,24 @@ def _cmdline_has(proc: psutil.Process, needle: str) -> bool:
         return False
 
 
+def _marker_of(pid: int, create_time: float, root: str, session_id: str) -> str | None:
+    """``"cmdline"`` or ``"env"`` if that same-user process carries one of the
+    session's markers, else None."""
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - create_time) >= _CT_EPSILON:
+            return None  # the PID was reused since the table was read
+    except psutil.Error:
+        return None
+    if not _platform.same_user(proc):
+        return None
+    if root and _cmdline_has(proc, root):
+        return "cmdline"
+    if session_id and _environ_has(proc, ENV_MARKER, session_id):
+        return "env"
+    return None
+
+
 class ProcessTracker:
     """Everything one session knows about its processes.
 
@@ -165,6 +183,7 @@ class ProcessTracker:
         self.recorded: dict[int, OwnedProcess] = {}
         self.leader: OwnedProcess | None = None
         self._popen: subprocess.Popen[bytes] | None = None
+        self._children: list[subprocess.Popen[bytes]] = []  # other processes we started
         self._lock = threading.Lock()
         self._exclude = set(exclude)
 
@@ -183,10 +202,28 @@ class ProcessTracker:
             self.recorded[leader.pid] = leader
         return leader
 
+    def adopt_child(self, popen: subprocess.Popen[bytes]) -> OwnedProcess | None:
+        """Record another process this session started itself (the headless
+        shell), reaped through its own ``Popen`` like the leader."""
+        self._children.append(popen)
+        try:
+            proc = psutil.Process(popen.pid)
+            owned = OwnedProcess(popen.pid, proc.create_time(), proc.name(), "started")
+        except psutil.NoSuchProcess:
+            popen.poll()
+            return None
+        self.record([owned])
+        return owned
+
     def record(self, procs: Iterable[OwnedProcess]) -> None:
         with self._lock:
             for p in procs:
                 self.recorded.setdefault(p.pid, p)
+
+    def _started_pids(self) -> list[int]:
+        """PIDs of the processes this session spawned itself, not yet reaped."""
+        pids = [self.leader.pid] if self.leader is not None else []
+        return pids + [p.pid for p in self._children if p.returncode is None]
 
     @property
     def excluded(self) -> set[int]:
@@ -199,42 +236,50 @@ class ProcessTracker:
         Zombies are included (so that ours can be reaped); use
         ``OwnedProcess.is_running`` to tell them apart.
         """
-        excluded = self.excluded
-        table: dict[int, tuple[psutil.Process, int, float, str]] = {}
+        rows = _platform.process_table()
+        by_pid = {r.pid: r for r in rows}
+        excluded = set(self._exclude)
+        pid: int | None = os.getpid()  # the owner and its ancestors, from the same table
+        while pid and pid not in excluded:
+            excluded.add(pid)
+            row = by_pid.get(pid)
+            pid = row.ppid if row is not None else None
+        table: dict[int, tuple[int, float, str]] = {}
         children: dict[int, list[int]] = defaultdict(list)
-        for proc in psutil.process_iter(["ppid", "create_time", "name"]):
-            info = proc.info
-            if proc.pid in excluded or info["create_time"] is None:
+        for r in rows:
+            if r.pid in excluded:
                 continue
-            table[proc.pid] = (proc, info["ppid"] or 0, info["create_time"], info["name"] or "?")
-            children[info["ppid"] or 0].append(proc.pid)
+            table[r.pid] = (r.ppid, r.create_time, r.name)
+            children[r.ppid].append(r.pid)
 
         found: dict[int, OwnedProcess] = {}
         with self._lock:
             recorded = list(self.recorded.values())
         for rec in recorded:
             entry = table.get(rec.pid)
-            if entry and abs(entry[2] - rec.create_time) < _CT_EPSILON:
+            if entry and abs(entry[1] - rec.create_time) < _CT_EPSILON:
                 found[rec.pid] = rec
 
-        leader = self.leader
-        group = leader.pid if leader is not None and leader.pid in found else None
-        for pid, (proc, _ppid, ctime, name) in table.items():
-            if pid in found:
+        # Process groups led by a process we started (chromedriver, the
+        # headless shell: both in new sessions).  Its group id cannot be
+        # reused while that process is unreaped, which holds as long as it
+        # is in the table with its recorded identity: it is our child.
+        groups = {pid: found[pid].create_time for pid in self._started_pids() if pid in found}
+        for r in rows:
+            if r.pid in found or r.pid not in table:
                 continue
+            ctime = r.create_time
             via = None
-            if group is not None and ctime + _CT_EPSILON >= leader.create_time:  # type: ignore[union-attr]
-                if _platform.process_group_of(pid) == group:
+            if groups:
+                pgrp = r.pgrp if r.pgrp is not None else _platform.process_group_of(r.pid)
+                if pgrp in groups and ctime + _CT_EPSILON >= groups[pgrp]:
                     via = "group"
             # An empty marker would match every process: such a key is off.
             young = ctime + _BORN_SLACK_S >= self.born_after
-            if via is None and young and (self.root or self.session_id) and _platform.same_user(proc):
-                if self.root and _cmdline_has(proc, self.root):
-                    via = "cmdline"
-                elif self.session_id and _environ_has(proc, ENV_MARKER, self.session_id):
-                    via = "env"
+            if via is None and young and not r.zombie and (self.root or self.session_id):
+                via = _marker_of(r.pid, ctime, self.root, self.session_id)
             if via is not None:
-                found[pid] = OwnedProcess(pid, ctime, name, via)
+                found[r.pid] = OwnedProcess(r.pid, ctime, r.name, via)
 
         # Descendants of anything ours are ours (a child is never older).
         stack = list(found)
@@ -243,7 +288,7 @@ class ProcessTracker:
             for child in children.get(parent.pid, ()):
                 if child in found:
                     continue
-                _proc, _ppid, ctime, name = table[child]
+                _ppid, ctime, name = table[child]
                 if ctime + _CT_EPSILON >= parent.create_time:
                     found[child] = OwnedProcess(child, ctime, name, "descendant")
                     stack.append(child)
@@ -257,9 +302,12 @@ class ProcessTracker:
         procs: Sequence[OwnedProcess],
         grace_timeout: float,
         kill_timeout: float,
+        while_dying: Callable[[], object] | None = None,
     ) -> tuple[list[ProcessAction], list[ProcessAction]]:
         """SIGTERM, wait up to ``grace_timeout``, SIGKILL, wait ``kill_timeout``.
 
+        ``while_dying`` is called once every SIGKILL is sent, before the wait
+        (teardown starts removing the session dir there).
         Stopped (SIGSTOPped) processes skip SIGTERM: it would only queue.
         ``grace_timeout=0`` sends SIGKILL at once.  Returns ``(actions,
         survivors)``; our own children are reaped, nobody else's.
@@ -294,6 +342,8 @@ class ProcessTracker:
             res = _platform.signal_process(p.pid, p.create_time, force=True)
             if res is not SignalResult.SENT:
                 outcome[p.pid] = res.value
+        if while_dying is not None:
+            while_dying()
         waiting = [p for p in forced if p.pid not in outcome]
         still = _platform.wait_gone([p.ident for p in waiting], kill_timeout) if waiting else set()
         for p in waiting:
@@ -312,13 +362,16 @@ class ProcessTracker:
         and never a PID whose create time is not the recorded one (it may now
         be another child of the owner, whose exit status is not ours)."""
         reaped = []
-        if self._popen is not None and self._popen.poll() is not None:
-            reaped.append(self._popen.pid)
+        popens = ([self._popen] if self._popen is not None else []) + self._children
+        for popen in popens:
+            if popen.poll() is not None:
+                reaped.append(popen.pid)
+        by_popen = {popen.pid for popen in popens}
         me = os.getpid()
         candidates = {p.pid: p for p in self.recorded.values()}
         candidates.update((p.pid, p) for p in procs)
         for pid, p in candidates.items():
-            if self._popen is not None and pid == self._popen.pid:
+            if pid in by_popen:
                 continue
             try:
                 proc = psutil.Process(pid)

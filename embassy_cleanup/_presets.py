@@ -1,7 +1,11 @@
 """Named footprint presets: the Chrome flags a session starts with, and why.
 
 Every flag is listed with the reason it is there, and ``docs/usage.md``
-shows the same table.  ``--disable-features`` lists are merged into one flag,
+shows the same table.  ``"headless-shell"`` also changes the browser: it runs
+Chromium's old headless shell (Debian package ``chromium-headless-shell``),
+about half the memory of ``chromium --headless=new`` (docs/benchmarks.md),
+and falls back to ``"minimal"`` with a warning when the shell is not
+installed (:data:`SHELL_FALLBACK`).  ``--disable-features`` lists are merged into one flag,
 because when a flag appears twice on a command line the last one wins and
 would silently drop the earlier list.
 """
@@ -22,6 +26,23 @@ BASE_FLAGS: tuple[tuple[str, str], ...] = (
     ("--password-store=basic", "no keyring daemon is contacted"),
 )
 
+_MINIMAL: tuple[tuple[str, str], ...] = (
+    ("--disable-extensions", "no extension processes"),
+    ("--disable-component-extensions-with-background-pages", "no background pages"),
+    ("--mute-audio", "no audio service work"),
+    ("--disk-cache-size=1", "a near-empty disk cache: less to write and remove"),
+    ("--metrics-recording-only", "no metrics upload"),
+    ("--disable-breakpad", "no crash-dump uploads"),
+    ("--renderer-process-limit=1", "at most one renderer process"),
+    ("--disable-site-isolation-trials", "no process per site"),
+    ("--js-flags=--max-old-space-size=256", "cap each V8 heap at 256 MB"),
+    (
+        "--disable-features=Translate,MediaRouter,OptimizationHints,"
+        "IsolateOrigins,site-per-process,BackForwardCache",
+        "idle services and per-site processes off",
+    ),
+)
+
 PRESETS: Mapping[str, tuple[tuple[str, str], ...]] = {
     "stock": (),
     "balanced": (
@@ -33,25 +54,17 @@ PRESETS: Mapping[str, tuple[tuple[str, str], ...]] = {
         ("--disable-breakpad", "no crash-dump uploads"),
         ("--disable-features=Translate,MediaRouter,OptimizationHints", "idle services off"),
     ),
-    "minimal": (
-        ("--disable-extensions", "no extension processes"),
-        ("--disable-component-extensions-with-background-pages", "no background pages"),
-        ("--mute-audio", "no audio service work"),
-        ("--disk-cache-size=1", "a near-empty disk cache: less to write and remove"),
-        ("--metrics-recording-only", "no metrics upload"),
-        ("--disable-breakpad", "no crash-dump uploads"),
-        ("--renderer-process-limit=1", "at most one renderer process"),
-        ("--disable-site-isolation-trials", "no process per site"),
-        ("--js-flags=--max-old-space-size=256", "cap each V8 heap at 256 MB"),
-        (
-            "--disable-features=Translate,MediaRouter,OptimizationHints,"
-            "IsolateOrigins,site-per-process,BackForwardCache",
-            "idle services and per-site processes off",
-        ),
-    ),
+    "minimal": _MINIMAL,
+    # The same flags, on the headless shell binary instead of chromium.
+    "headless-shell": _MINIMAL,
 }
 
 DEFAULT_PRESET = "balanced"
+
+#: Presets that run the headless shell instead of the Chrome binary.
+SHELL_PRESETS = frozenset({"headless-shell"})
+#: What a shell preset becomes when no headless shell is installed.
+SHELL_FALLBACK = "minimal"
 
 
 def merge_flags(*groups: Sequence[str]) -> list[str]:

@@ -182,8 +182,10 @@ class ChromeUltraAggressiveCleanup:
     Args:
         headless: run Chrome headless (``--headless=new``).
         cleanup_timeout: the whole teardown budget in seconds (> 0).
-        preset: footprint preset, ``"minimal"``, ``"balanced"`` or ``"stock"``
-            (see ``docs/usage.md`` for each flag and why).
+        preset: footprint preset, ``"balanced"``, ``"minimal"``, ``"stock"``, or
+            ``"headless-shell"`` (the minimal flags on Chromium's headless
+            shell, about half the memory; falls back to ``"minimal"`` with a
+            warning when it is not installed); see ``docs/usage.md``.
         extra_args: more Chrome flags, appended after the preset's.
         options: a ``ChromeOptions`` to start from (its arguments, experimental
             options, extensions and binary are kept).
@@ -242,6 +244,11 @@ class ChromeUltraAggressiveCleanup:
         self._state = _SessionState(self.session_id, self.options)
         self._entered = False
         self._finalizer: weakref.finalize | None = None
+        #: The preset in effect once started: ``"minimal"`` when
+        #: ``"headless-shell"`` fell back because no headless shell is installed
+        #: (``preset_fallback_reason`` then says why; a WARNING is logged too).
+        self.preset_used: str | None = None
+        self.preset_fallback_reason: str | None = None
 
     # -- public state ----------------------------------------------------
     @property
@@ -306,12 +313,14 @@ class ChromeUltraAggressiveCleanup:
         self._finalizer = weakref.finalize(self, _finalize, self._state)
         try:
             self._after_root_created()
-            driver, service = _launcher.start_driver(
-                opts, self.session_id, paths, driver_path, binary, tracker.adopt_leader
+            launched = _launcher.start_session(
+                opts, self.session_id, paths, driver_path, binary, tracker.adopt_leader, tracker.adopt_child
             )
+            driver, service = launched.driver, launched.service
+            self.preset_used, self.preset_fallback_reason = launched.preset, launched.fallback_reason
             target.driver = driver
             target.ports.add(service.port)
-            target.devtools_port = _launcher.read_devtools_port(paths.profile)
+            target.devtools_port = launched.devtools_port
             if target.devtools_port:
                 target.ports.add(target.devtools_port)
             procs = tracker.discover()

@@ -30,7 +30,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar
 
 from . import _platform
 from ._ownership import OwnedProcess, ProcessTracker, find_listeners, root_in_args
@@ -70,6 +70,8 @@ class _Clock:
         self.start = now()
         self.deadline = self.start + budget
         self.interrupted: list[BaseException] = []
+        self.early_removal: _EarlyRemoval | None = None
+        self.early_search: _Background[list[int]] | None = None
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - self.now())
@@ -199,12 +201,17 @@ def stage_kill_tree(target: TeardownTarget, clock: _Clock, run: _StageRun, grace
         if not procs:
             break
         kill_wait = max(0.05, clock.remaining() - 0.1)
-        actions, survivors = target.tracker.kill_tree(procs, min(grace, clock.remaining() / 2), kill_wait)
+        while_dying = _early_removal_starter(target, clock) if grace <= 0 else None
+        actions, survivors = target.tracker.kill_tree(
+            procs, min(grace, clock.remaining() / 2), kill_wait, while_dying
+        )
         run.killed += actions
         run.survivors = survivors
         if survivors or clock.remaining() <= 0:
             break
     target.tracker.reap()
+    if not run.survivors:  # nothing of ours runs: the dir can go while the next stages run
+        _early_removal_starter(target, clock)()
     if not run.killed:
         run.notes.append("nothing left running")
 
@@ -249,7 +256,11 @@ def stage_os_kill(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None
         return
     excluded = target.tracker.excluded
     found = []
-    for pid in _platform.os_find_by_marker(target.root):
+    early, clock.early_search = clock.early_search, None
+    searched = early.result(clock.remaining()) if early is not None else None
+    if searched is not None:
+        run.notes.append("pgrep ran while the killed processes exited")
+    for pid in searched if searched is not None else _platform.os_find_by_marker(target.root):
         if pid in excluded:  # self-match: a shell or Python whose argv carries the marker
             continue
         try:
@@ -258,6 +269,8 @@ def stage_os_kill(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None
                 continue
             if not root_in_args(target.root, proc.cmdline()):
                 continue  # pgrep matched something that changed since
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue  # exited since pgrep saw it
             found.append(OwnedProcess(pid, proc.create_time(), proc.name(), "os-tool"))
         except psutil.Error:
             continue
@@ -295,10 +308,98 @@ def _remove_tree(path: str, attempts: int = 5) -> str | None:
     return last if os.path.lexists(path) else None
 
 
+T = TypeVar("T")
+
+
+class _Background(Generic[T]):
+    """One call run in a daemon thread; ``result()`` waits for it (None when
+    it failed or did not finish in time: the caller then does it itself)."""
+
+    def __init__(self, name: str, fn: Callable[[], T]) -> None:
+        self._fn = fn
+        self._value: T | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn()
+        except Exception as err:
+            log.debug("background %s: %s", self._thread.name, err)
+
+    def result(self, timeout: float) -> T | None:
+        self._thread.join(timeout)
+        return None if self._thread.is_alive() else self._value
+
+
+class _EarlyRemoval:
+    """The session dir's removal, started in a thread as soon as every
+    process of the session has been sent SIGKILL, so that it overlaps with
+    the kernel tearing them down (tens of ms for a Chrome tree).
+
+    A SIGKILLed process runs no more user code, but a system call it was in
+    may still complete (a file created mid-removal): the profile stage joins
+    this thread and removes whatever is still there, and verification checks
+    the dir again.  See docs/architecture.md, "Fast teardown".
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.error: str | None = None
+        self.existed = os.path.lexists(root)
+        self._thread = threading.Thread(target=self._run, name="embassy-cleanup-rmtree", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.error = _remove_tree(self.root)
+        except Exception as err:  # recorded; the profile stage tries again
+            self.error = f"{type(err).__name__}: {err}"
+
+    def join(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+def _early_removal_starter(target: TeardownTarget, clock: _Clock) -> Callable[[], None]:
+    """The ``while_dying`` callback of a forced tree-kill: start removing the
+    session dir, and the os-kill stage's ``pgrep``, while the killed
+    processes exit (once per teardown).  Every SIGKILL has been sent, so
+    neither can race a process that is still doing work: what pgrep sees
+    that has exited by the os-kill stage is skipped there, and what it could
+    not see yet, verification finds."""
+
+    def start() -> None:
+        if not target.root:  # never search or delete with an empty marker
+            return
+        root = target.root
+        if clock.early_removal is None:
+            clock.early_removal = _EarlyRemoval(root)
+        if clock.early_search is None and _platform.PLATFORM != "windows" and _platform.HAVE_PGREP:
+            clock.early_search = _Background(
+                "embassy-cleanup-pgrep", lambda: _platform.os_find_by_marker(root)
+            )
+
+    return start
+
+
 def stage_profile(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None:
     if not target.root:  # never search or delete with an empty marker
         run.skipped = "the session created no dir"
         return
+    early, clock.early_removal = clock.early_removal, None
+    if early is not None:
+        if not early.join(clock.remaining()):
+            run.errors.append(f"removing {early.root!r} did not finish within the budget")
+            return
+        if early.existed and not os.path.lexists(target.root):
+            run.removed.append(target.root)
+            run.notes.append("removed while the killed processes exited")
+            return
+        if early.error:
+            run.notes.append(f"early removal: {early.error}; trying again")
+        elif early.existed:
+            run.notes.append("the dir was re-created during the early removal; removing again")
     if not os.path.lexists(target.root):
         run.notes.append("session dir already gone")
         return
@@ -320,9 +421,12 @@ def stage_verify(target: TeardownTarget, clock: _Clock, run: _StageRun, settle: 
         target.tracker.reap()
         for z in target.tracker.zombie_children():
             left.append(Leftover("zombie", z.name, z.pid))
-        for lst in find_listeners(target.ports):
-            if lst.pid is not None and lst.pid in procs:
-                left.append(Leftover("port", str(lst.port), lst.pid))
+        # Only a running process holds a socket open: with none of ours left,
+        # none of the session's ports can be held by us (saves a socket-table read).
+        if left:
+            for lst in find_listeners(target.ports):
+                if lst.pid is not None and lst.pid in procs:
+                    left.append(Leftover("port", str(lst.port), lst.pid))
         if target.root is not None and os.path.lexists(target.root):
             left.append(Leftover("dir", target.root))
         return left

@@ -34,6 +34,12 @@ The documented functions (each backend provides all of them):
 ``process_group_of(pid) -> int | None``
     The process group id, or None where the OS has no such thing.
 
+``process_table() -> list[ProcRow]``
+    One row per process (pid, ppid, process group, create time, name,
+    zombie), read in one pass.  Linux reads ``/proc/<pid>/stat`` once per
+    process (about 10x cheaper than psutil's per-attribute reads); the other
+    backends go through ``psutil.process_iter`` and leave ``pgrp`` None.
+
 ``os_find_by_marker(marker) -> list[int]``
     PIDs of the current user's processes whose command line contains
     ``marker``, found with the OS's own tool (``pgrep -f``), or ``[]`` when no
@@ -79,9 +85,12 @@ from __future__ import annotations
 import enum
 import os
 import sys
+from typing import NamedTuple
 
 __all__ = [
     "SignalResult",
+    "ProcRow",
+    "process_table",
     "PLATFORM",
     "HAVE_PROCESS_GROUPS",
     "HAVE_PIDFD",
@@ -115,6 +124,17 @@ class SignalResult(enum.Enum):
     DENIED = "denied"
 
 
+class ProcRow(NamedTuple):
+    """One process, as :func:`process_table` read it."""
+
+    pid: int
+    ppid: int
+    pgrp: int | None  # None where the backend does not read it cheaply
+    create_time: float  # epoch seconds, the same value psutil reports
+    name: str
+    zombie: bool
+
+
 if sys.platform.startswith("linux"):
     PLATFORM = "linux"
     from ._linux import (  # noqa: E402
@@ -131,6 +151,7 @@ if sys.platform.startswith("linux"):
         os_find_by_marker,
         os_kill_pids,
         process_group_of,
+        process_table,
         reap_child,
         running_as_init,
         same_user,
@@ -155,6 +176,7 @@ elif os.name == "posix":
         os_find_by_marker,
         os_kill_pids,
         process_group_of,
+        process_table,
         reap_child,
         running_as_init,
         same_user,
@@ -179,6 +201,7 @@ elif sys.platform == "win32":
         os_find_by_marker,
         os_kill_pids,
         process_group_of,
+        process_table,
         reap_child,
         running_as_init,
         same_user,

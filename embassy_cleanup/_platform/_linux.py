@@ -16,7 +16,7 @@ import stat
 import time
 from typing import Iterable, Sequence
 
-from . import SignalResult
+from . import ProcRow, SignalResult
 from ._posix import (
     HAVE_PGREP,
     HAVE_PROCESS_GROUPS,
@@ -43,6 +43,7 @@ __all__ = [
     "can_use_chrome_sandbox",
     "dev_shm_too_small",
     "is_running",
+    "process_table",
     "lock_file",
     "new_session_popen_kw",
     "os_find_by_marker",
@@ -78,6 +79,74 @@ HAVE_PIDFD = _can_use_pidfd()
 UNIX_SOCKET_PATH_MAX: int | None = 107
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_BOOT_TIME: float | None = None
+
+
+def _boot_time() -> float:
+    """``btime`` from /proc/stat: what psutil adds to a process's start time."""
+    global _BOOT_TIME
+    if _BOOT_TIME is None:
+        try:
+            with open("/proc/stat", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"btime"):
+                        _BOOT_TIME = float(line.split()[1])
+                        break
+        except OSError:
+            pass
+        if _BOOT_TIME is None:
+            import psutil
+
+            _BOOT_TIME = psutil.boot_time()
+    return _BOOT_TIME
+
+
+def _read_stat(pid: int) -> ProcRow | None:
+    """One process's row from ``/proc/<pid>/stat`` (None if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    # "pid (comm) state ppid pgrp session ... starttime(22) ...": comm may hold spaces and ')'
+    head, _, tail = data.rpartition(b")")
+    fields = tail.split()
+    if len(fields) < 20:
+        return None
+    return ProcRow(
+        pid=pid,
+        ppid=int(fields[1]),
+        pgrp=int(fields[2]),
+        create_time=int(fields[19]) / _CLOCK_TICKS + _boot_time(),
+        name=head.partition(b"(")[2].decode("utf-8", "replace"),
+        zombie=fields[0] in (b"Z", b"X"),
+    )
+
+
+def process_table() -> list[ProcRow]:
+    """Every process, from one read of ``/proc/<pid>/stat`` each.
+
+    ``name`` is the kernel's 15-character ``comm`` (psutil lengthens it from
+    the command line; discovery only logs it)."""
+    rows = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            row = _read_stat(int(entry))
+            if row is not None:
+                rows.append(row)
+    return rows
+
+
+def _identity(pid: int, create_time: float) -> bool | None:
+    """Like ``_posix._identity_matches`` (a zombie matches; None when gone),
+    from one read of ``/proc/<pid>/stat``."""
+    row = _read_stat(pid)
+    if row is None:
+        return None if not os.path.exists(f"/proc/{pid}") else _identity_matches(pid, create_time)
+    return abs(row.create_time - create_time) < 0.01
+
+
 def _open_checked(pid: int, create_time: float) -> tuple[int | None, SignalResult | None]:
     """A pidfd for ``pid`` if it is still the process born at ``create_time``."""
     try:
@@ -87,7 +156,7 @@ def _open_checked(pid: int, create_time: float) -> tuple[int | None, SignalResul
     except OSError:
         return None, SignalResult.DENIED
     # Check identity *after* opening: from now on the fd pins that process.
-    match = _identity_matches(pid, create_time)
+    match = _identity(pid, create_time)
     if match:
         return fd, None
     os.close(fd)

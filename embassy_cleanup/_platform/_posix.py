@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import psutil
 
-from . import SignalResult
+from . import ProcRow, SignalResult
 
 HAVE_PROCESS_GROUPS = True
 #: Longest usable AF_UNIX socket path (sun_path less its NUL byte).
@@ -82,6 +82,26 @@ def wait_gone(procs: Sequence[tuple[int, float]], timeout: float) -> set[int]:
             return set(alive)
         time.sleep(min(delay, deadline - now))
         delay = min(delay * 2, 0.05)
+
+
+def process_table() -> list[ProcRow]:
+    """Every process, through psutil (the Linux backend reads /proc itself)."""
+    rows = []
+    for proc in psutil.process_iter(["ppid", "create_time", "name", "status"]):
+        info = proc.info
+        if info["create_time"] is None:
+            continue
+        rows.append(
+            ProcRow(
+                proc.pid,
+                info["ppid"] or 0,
+                None,
+                info["create_time"],
+                info["name"] or "?",
+                info["status"] == psutil.STATUS_ZOMBIE,
+            )
+        )
+    return rows
 
 
 def reap_child(pid: int) -> bool:

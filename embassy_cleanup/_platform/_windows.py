@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 
 import psutil
 
-from . import SignalResult
+from . import ProcRow, SignalResult
 
 HAVE_PROCESS_GROUPS = False
 #: Longest usable AF_UNIX socket path (sun_path less its NUL byte).
@@ -59,6 +59,17 @@ def wait_gone(procs: Sequence[tuple[int, float]], timeout: float) -> set[int]:
         if not alive or time.monotonic() >= deadline:
             return set(alive)
         time.sleep(0.02)
+
+
+def process_table() -> list[ProcRow]:
+    rows = []
+    for proc in psutil.process_iter(["ppid", "create_time", "name"]):
+        info = proc.info
+        if info["create_time"] is not None:
+            rows.append(
+                ProcRow(proc.pid, info["ppid"] or 0, None, info["create_time"], info["name"] or "?", False)
+            )
+    return rows
 
 
 def reap_child(pid: int) -> bool:

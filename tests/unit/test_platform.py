@@ -231,3 +231,38 @@ def test_wait_gone_should_not_count_a_running_process_as_gone_when_out_of_file_d
     monkeypatch.setattr(os, "pidfd_open", out_of_fds)
 
     assert _platform.wait_gone(procs, 0.05) == {child.pid}
+
+
+WEIRD_NAME = (
+    "import ctypes, sys, time\n"
+    "ctypes.CDLL(None).prctl(15, b'a) b (c) 1 2', 0, 0, 0)\n"  # PR_SET_NAME: spaces and parens
+    "print('up', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_process_table_should_match_psutil_and_parse_a_name_with_spaces_and_parens():
+    child = subprocess.Popen(
+        [sys.executable, "-c", WEIRD_NAME], stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == b"up"
+        rows = {r.pid: r for r in _platform.process_table()}
+        row = rows[child.pid]
+        proc = psutil.Process(child.pid)
+        assert row.name == "a) b (c) 1 2"
+        assert row.ppid == os.getpid()
+        assert row.pgrp == child.pid  # a new session: its own group
+        assert row.create_time == proc.create_time()
+        assert row.zombie is False
+        me = rows[os.getpid()]
+        assert me.create_time == psutil.Process().create_time()
+        child.kill()
+        assert h.wait_until(lambda: is_zombie(child.pid), timeout=10)
+        assert {r.pid: r for r in _platform.process_table()}[child.pid].zombie is True
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        child.stdout.close()

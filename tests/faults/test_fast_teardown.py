@@ -1,0 +1,152 @@
+"""Faults against the fast teardown (``graceful=False``), which removes the
+session dir and runs the os-kill stage's ``pgrep`` while the SIGKILLed tree
+is still exiting (docs/architecture.md, "Fast teardown"):
+
+* a process the first tree-kill missed re-creates the dir after the early
+  removal: verification notices, the next pass kills it and removes again;
+* the early removal fails (a file it cannot remove): the profile stage tries
+  again and reports what it could not do;
+* a Chrome process the tree-kill missed is still found by the early
+  ``pgrep`` and killed by the os-kill stage, and what pgrep saw exiting is
+  not counted again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from embassy_cleanup import ChromeUltraAggressiveCleanup, Stage, _teardown
+from embassy_cleanup._ownership import ProcessTracker
+from tests import _helpers as h
+from tests.faults import _fault_helpers as fh
+from tests.faults.test_f14_late_helper import LATE_HELPER
+
+pytestmark = pytest.mark.chrome
+
+
+def _hide_from_first_tree_kill(monkeypatch, pid: int) -> None:
+    """Discovery does not see ``pid`` (nor records it) until the first
+    tree-kill stage has finished."""
+    hidden = [True]
+    discover = ProcessTracker.discover
+    kill_tree = _teardown.stage_kill_tree
+
+    def discover_hiding(self):
+        found = discover(self)
+        if hidden[0]:
+            found.pop(pid, None)
+            with self._lock:
+                self.recorded.pop(pid, None)
+        return found
+
+    def kill_tree_then_reveal(*args):
+        try:
+            return kill_tree(*args)
+        finally:
+            hidden[0] = False
+
+    monkeypatch.setattr(ProcessTracker, "discover", discover_hiding)
+    monkeypatch.setattr(_teardown, "stage_kill_tree", kill_tree_then_reveal)
+
+
+def test_fast_teardown_should_remove_again_a_dir_recreated_after_the_early_removal(
+    session_kwargs, monkeypatch
+):
+    cleanup = ChromeUltraAggressiveCleanup(graceful=False, **session_kwargs)
+    helper = None
+    try:
+        with cleanup:
+            snap = fh.snapshot(cleanup)
+            root = snap.root
+            helper = subprocess.Popen(
+                [sys.executable, "-c", LATE_HELPER, root],
+                env=dict(os.environ, EMBASSY_CLEANUP_SESSION=cleanup.session_id),
+                stdout=subprocess.PIPE,
+            )
+            assert helper.stdout is not None and helper.stdout.readline().strip() == b"up"
+            assert h.wait_until(lambda: os.path.isdir(os.path.join(root, "profile", "late")), timeout=5)
+            _hide_from_first_tree_kill(monkeypatch, helper.pid)
+            # os-kill is the backstop that would otherwise find it in the first pass
+            fh.replace_first_calls(monkeypatch, _teardown, "stage_os_kill", fh.noop_stage)
+        report = cleanup.report
+        profiles = fh.stages_of(report, Stage.PROFILE)
+        early = {
+            "removed while the killed processes exited",
+            "the dir was re-created during the early removal; removing again",
+        }
+        assert early & set(profiles[0].notes), str(report)
+        verifies = fh.stages_of(report, Stage.VERIFY)
+        first = " | ".join(verifies[0].notes)
+        assert f"dir {root}" in first and f"pid={helper.pid}" in first, str(report)
+        assert fh.outcomes(fh.stages_of(report, Stage.KILL_TREE)[1:]).get(helper.pid) == "killed", str(report)
+        assert report.passes >= 2 and report.ok, str(report)
+        assert helper.wait(timeout=5) is not None
+        assert not h.wait_until(lambda: os.path.lexists(root), timeout=0.5), "the dir came back"
+        fh.assert_session_gone(snap)
+    finally:
+        if helper is not None:
+            fh.stop(helper)
+
+
+def _fail_once(path, attempts=5):
+    return f"OSError: injected by the test: {path!r} not removed"
+
+
+def test_fast_teardown_should_retry_the_removal_when_the_early_removal_failed(session_kwargs, monkeypatch):
+    calls = fh.replace_first_calls(monkeypatch, _teardown, "_remove_tree", _fail_once)
+    cleanup = ChromeUltraAggressiveCleanup(graceful=False, **session_kwargs)
+    with cleanup:
+        snap = fh.snapshot(cleanup)
+    report = cleanup.report
+    profile = report.stage(Stage.PROFILE)
+    assert len(calls) == 2, "the early removal and the profile stage's retry"
+    assert any("early removal: OSError: injected by the test" in n for n in profile.notes), str(report)
+    assert profile.removed == (snap.root,), str(report)
+    assert report.ok, str(report)
+    fh.assert_session_gone(snap)
+
+
+def test_fast_teardown_should_report_a_dir_that_neither_removal_could_remove(session_kwargs, monkeypatch):
+    calls = fh.replace_first_calls(monkeypatch, _teardown, "_remove_tree", _fail_once, times=10)
+    cleanup = ChromeUltraAggressiveCleanup(graceful=False, **session_kwargs)
+    try:
+        with cleanup:
+            snap = fh.snapshot(cleanup)
+        report = cleanup.report
+        assert len(calls) >= 2
+        assert report.ok is False, str(report)
+        assert [lo.kind for lo in report.leftovers] == ["dir"], str(report)
+        assert any("injected by the test" in e for e in report.errors), str(report)
+        assert not [pid for pid, p in snap.procs.items() if fh.is_alive(p)]
+    finally:
+        if cleanup.root:
+            shutil.rmtree(cleanup.root, ignore_errors=True)
+
+
+def test_early_pgrep_should_find_a_chrome_process_the_tree_kill_missed(session_kwargs, monkeypatch):
+    cleanup = ChromeUltraAggressiveCleanup(graceful=False, **session_kwargs)
+    with cleanup:
+        snap = fh.snapshot(cleanup, settle=True)
+        missed = snap.main_browser  # carries the profile dir on its command line
+        # stopped, it cannot exit by itself when chromedriver dies (SIGKILL still works)
+        fh.suspend([snap.procs[missed]])
+        _hide_from_first_tree_kill(monkeypatch, missed)
+        # nothing after the tree-kill may take it before the os-kill stage does
+        fh.replace_first_calls(monkeypatch, _teardown, "stage_ports", fh.noop_stage)
+    report = cleanup.report
+    first_kill = fh.outcomes(fh.stages_of(report, Stage.KILL_TREE)[:1])
+    assert missed not in first_kill, str(report)
+    os_kill = fh.stages_of(report, Stage.OS_KILL)[0]
+    assert "pgrep ran while the killed processes exited" in os_kill.notes, str(report)
+    actions = {a.pid: a for a in os_kill.killed}
+    assert actions.get(missed) is not None and actions[missed].outcome == "killed", str(report)
+    assert {a.via for a in actions.values()} == {"os-tool"}, str(report)
+    # what the tree-kill had already killed is not counted again
+    assert not set(actions) & {pid for pid, out in first_kill.items() if out == "killed"}, str(report)
+    assert report.ok, str(report)
+    fh.assert_session_gone(snap)
