@@ -37,6 +37,8 @@ import psutil
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from pool_bench import bench_pool, render_pool  # noqa: E402
+
 from embassy_cleanup import ChromeUltraAggressiveCleanup, sweep_stale  # noqa: E402
 from embassy_cleanup._inventory import take_inventory  # noqa: E402
 from embassy_cleanup._launcher import chrome_arguments, resolve_binary, resolve_driver  # noqa: E402
@@ -452,6 +454,11 @@ def _footprint_section(ctx: Context) -> dict[str, Any]:
         return bench_footprint(max(1, ctx.runs // 4), ctx.root, base, ctx.log)
 
 
+def _pool_section(ctx: Context) -> dict[str, Any]:
+    with serve() as base:
+        return bench_pool(ctx.runs, ctx.root, base, ctx.log)
+
+
 #: The benchmark sections, in the order they run; each result goes into the
 #: JSON under its name.  A new benchmark (pool vs fresh sessions, say) is one
 #: function taking a Context, one entry here, and its table in render_markdown.
@@ -461,6 +468,7 @@ SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "crash": lambda ctx: bench_crash(max(1, ctx.runs // 2), ctx.root),
     "footprint": _footprint_section,
     "scale": lambda ctx: bench_scale(ctx.root, 50 if ctx.smoke else 2000, 10 if ctx.smoke else 500),
+    "pool": _pool_section,
 }
 
 
@@ -611,6 +619,7 @@ def render_markdown(res: dict[str, Any]) -> str:
         "high-throughput bots.",
         "",
     ]
+    lines += render_pool(res.get("pool", {}))
     return "\n".join(lines)
 
 

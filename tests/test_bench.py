@@ -33,12 +33,18 @@ def test_bench_smoke_run_should_write_every_section(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(js.read_text())
-    assert set(res) >= {"date", "machine", "lifecycle", "frozen", "crash", "footprint", "scale"}
+    assert set(res) >= {"date", "machine", "lifecycle", "frozen", "crash", "footprint", "scale", "pool"}
+    assert res["pool"]["pool_clean"] and res["pool"]["pool_stats"]["errors"] == 0, res["pool"]
     assert res["lifecycle"]["ratios"]["start_ours_vs_plain"] is not None
     assert all(v["renders_correctly"] for v in res["footprint"].values()), res["footprint"]
     assert res["scale"]["swept"] == res["scale"]["stale_dirs"]
     text = md.read_text()
-    for heading in ("## Start-up and teardown", "## Footprint per preset", "## Bookkeeping at scale"):
+    for heading in (
+        "## Start-up and teardown",
+        "## Footprint per preset",
+        "## Bookkeeping at scale",
+        "## Pool vs a fresh session per job",
+    ):
         assert heading in text
     # The harness cleans up after itself, plain Selenium sessions included.
     assert not [p for p in h.processes_under("embassy-b-")], "the bench left processes"
