@@ -12,10 +12,12 @@ The leak check is off unless ``--chrome-leak-check`` or ``chrome_leak_check =
 true`` turns it on.  Then every test runs with ``EMBASSY_CLEANUP_TEST=<run>:<n>``
 in ``os.environ``, so everything it spawns inherits the marker, and after the
 test's teardown the Chrome-family processes that carry it (or descend from
-this process, born during the test) must be gone.  Otherwise the test gets
-an error at teardown naming them and their dirs, and they are killed (by
-PID, identity-checked) and their dirs removed, unless ``chrome_leak_keep``.
-See ``docs/pytest.md``.
+this process, born during the test) must be gone.  Each test also runs with
+``TMPDIR`` pointing to a temp dir of its own, where chromedriver puts its
+temp profiles: a profile left there is the test's even when its processes
+died.  Otherwise the test gets an error at teardown naming them and their
+dirs, and they are killed (by PID, identity-checked) and their dirs removed,
+unless ``chrome_leak_keep``.  See ``docs/pytest.md``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import math
 import os
 import re
 import secrets
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Generator, Iterator
@@ -33,7 +37,7 @@ import psutil
 import pytest
 
 from . import _platform
-from ._adopt import SINGLETON_DIR, _remove_singleton_dir, profile_origin
+from ._adopt import CHROMEDRIVER_PROFILE, SINGLETON_DIR, _remove_singleton_dir, profile_origin
 from ._inventory import is_chrome_family
 from ._ownership import ROOT_PREFIX
 from ._presets import DEFAULT_PRESET, PRESETS
@@ -312,6 +316,29 @@ def dirs_of(leaks: list[Leak]) -> list[LeakedDir]:
     return [d for d in out.values() if os.path.lexists(d.path)]
 
 
+def stray_dirs(test_tmp: str, known: list[LeakedDir]) -> list[LeakedDir]:
+    """chromedriver temp profiles left in the test's own ``TMPDIR`` with no
+    process of the test using them (a browser that crashed or was killed,
+    chromedriver SIGKILLed).  Chromium's singleton dirs there, which a clean
+    ``quit()`` leaves too, are removed quietly: they are Chromium's litter,
+    not the test's fault."""
+    seen = {d.path for d in known}
+    out = []
+    try:
+        names = sorted(os.listdir(test_tmp))
+    except OSError:
+        return []
+    for name in names:
+        path = os.path.join(test_tmp, name)
+        if path in seen or not os.path.isdir(path) or os.path.islink(path):
+            continue
+        if CHROMEDRIVER_PROFILE.match(name):
+            out.append(LeakedDir(path, "chromedriver temp profile, no process left"))
+        elif SINGLETON_DIR.match(name):
+            _remove_singleton_dir(path)
+    return out
+
+
 def clean_leaks(leaks: list[Leak], dirs: list[LeakedDir]) -> list[str]:
     """SIGKILL the leaked processes (identity-checked), reap our children
     among them, remove the disposable dirs; return problems."""
@@ -377,6 +404,15 @@ class LeakCheck:
         self.run = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.count = 0
         self.current: tuple[str, float] | None = None
+        self.test_tmp: str | None = None  # this test's TMPDIR
+        self.outer_tmp: str | None = None  # TMPDIR outside the tests
+        self.keep_tmp = False
+        # Python's own temp dir is read (and cached) now, so that neither the
+        # tests' tempfile calls nor pytest's tmp_path follow the per-test TMPDIR.
+        self.base = tempfile.mkdtemp(prefix="elc-", dir=tempfile.gettempdir())
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        shutil.rmtree(self.base, ignore_errors=True)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
@@ -385,14 +421,20 @@ class LeakCheck:
         self.current = (marker, time.time())
         old = os.environ.get(TEST_MARKER)
         os.environ[TEST_MARKER] = marker
+        self.outer_tmp = os.environ.get("TMPDIR")
+        self.test_tmp = os.path.join(self.base, str(self.count))
+        self.keep_tmp = False
+        os.mkdir(self.test_tmp)
+        os.environ["TMPDIR"] = self.test_tmp
         try:
             yield
         finally:
             self.current = None
-            if old is None:
-                os.environ.pop(TEST_MARKER, None)
-            else:
-                os.environ[TEST_MARKER] = old
+            _restore("TMPDIR", self.outer_tmp)
+            _restore(TEST_MARKER, old)
+            if not self.keep_tmp:
+                shutil.rmtree(self.test_tmp, ignore_errors=True)
+            self.test_tmp = None
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Iterator[None]:
@@ -402,14 +444,14 @@ class LeakCheck:
             yield
             return
         saved = os.environ.get(TEST_MARKER)
+        saved_tmp = os.environ.get("TMPDIR")
         os.environ[TEST_MARKER] = f"{self.run}:{fixturedef.scope}:{fixturedef.argname}"
+        _restore("TMPDIR", self.outer_tmp)  # its temp files outlive this test
         try:
             yield
         finally:
-            if saved is None:
-                os.environ.pop(TEST_MARKER, None)
-            else:
-                os.environ[TEST_MARKER] = saved
+            _restore(TEST_MARKER, saved)
+            _restore("TMPDIR", saved_tmp)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(
@@ -425,9 +467,12 @@ class LeakCheck:
         while leaks and time.monotonic() < deadline:  # quit() returned; its helpers are still exiting
             time.sleep(0.05)
             leaks = find_leaks(marker, started)
-        if not leaks:
-            return
         dirs = dirs_of(leaks)
+        if self.test_tmp is not None:
+            dirs += stray_dirs(self.test_tmp, dirs)
+        if not leaks and not dirs:
+            return
+        self.keep_tmp = self.settings.leak_keep
         problems = [] if self.settings.leak_keep else clean_leaks(leaks, dirs)
         text = describe(item.nodeid, leaks, dirs, not self.settings.leak_keep, problems)
         log.warning("%s", text)
@@ -435,3 +480,10 @@ class LeakCheck:
             text = f"{report.longrepr}\n\n{text}"
         report.outcome = "failed"
         report.longrepr = text
+
+
+def _restore(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value

@@ -143,6 +143,40 @@ def test_leak_check_should_fail_the_leaking_test_by_name_and_pass_the_clean_one(
     assert still_running(child_tmp) == []
 
 
+CRASHED = """
+import psutil
+
+
+def test_killed_browser_never_quit():
+    driver = plain_chrome()
+    note("profile", driver.capabilities["chrome"]["userDataDir"])
+    chromedriver = psutil.Process(driver.service.process.pid)
+    tree = chromedriver.children(recursive=True) + [chromedriver]
+    for proc in tree:
+        proc.kill()
+    driver.service.process.wait(10)
+    psutil.wait_procs(tree, timeout=10)
+"""
+
+
+@pytest.mark.chrome
+def test_leak_check_should_flag_a_temp_profile_left_after_its_processes_died(pytester, child_tmp):
+    pytester.makepyfile(test_child=PLAIN + CRASHED + CLEAN)
+
+    result = pytester.runpytest_subprocess("--chrome-leak-check", "-p", "no:cacheprovider", timeout=150)
+
+    out = result.stdout.str()
+    result.assert_outcomes(passed=2, errors=1)
+    profile = read_note(child_tmp, "profile")
+    assert "ERROR at teardown of test_killed_browser_never_quit" in out
+    assert f"dir {profile} (chromedriver temp profile, no process left)" in out
+    assert "ERROR at teardown of test_quits" not in out  # a clean quit() leaves only Chromium's litter
+    assert not os.path.lexists(profile)
+    # every per-test TMPDIR went away with the run (the singleton dirs a clean quit leaves included)
+    assert [n for n in os.listdir(child_tmp) if n.startswith("elc-")] == []
+    assert still_running(child_tmp) == []
+
+
 @pytest.mark.chrome
 def test_leak_check_should_be_off_by_default(pytester, child_tmp):
     pytester.makepyfile(test_child=PLAIN + LEAKY)
