@@ -26,6 +26,13 @@ The profile dir is removed only when chromedriver created it (a
 ``org.chromium.Chromium.scoped_dir.XXXXXX`` dir directly in a temp dir) or
 when the caller passes ``remove_profile=True``.  A ``--user-data-dir`` the
 user chose is kept by default: it may be their real profile.
+
+Crash safety (``watchdog=True``, the default): the adopted driver is
+registered with the owner's watchdog (``_watchdog``) with the identities
+recorded at adopt time and the dirs adopt would remove.  If the adopting
+process dies (SIGKILL, the OOM killer), the watchdog kills those processes
+and their descendants (renderers born since adopt are found then, below the
+recorded browser and zygotes) and removes those dirs: :func:`reap_adopted`.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ import time
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import psutil
 
@@ -50,7 +57,7 @@ from ._errors import CleanupIncomplete, ConfigError
 from ._ownership import OwnedProcess, ProcessTracker, root_in_args
 from ._report import CleanupReport, Leftover, Stage
 from ._session import _release_driver
-from ._teardown import TeardownInterrupted, TeardownTarget, _remove_tree, run_teardown
+from ._teardown import TERM_GRACE, TeardownInterrupted, TeardownTarget, _remove_tree, run_teardown
 
 log = logging.getLogger("embassy_cleanup")
 
@@ -242,24 +249,44 @@ def _remove_singleton_dir(path: str) -> tuple[bool, str | None]:
 
 
 class _AdoptState:
-    """What teardown needs, apart from the public object (the finalizer holds it)."""
+    """What teardown needs, apart from the public object (the finalizer holds it).
 
-    def __init__(self, label: str, target: TeardownTarget, found: AdoptFindings, budget: float) -> None:
+    Listed in ``_watchdog._live`` like a session's state: signal handlers
+    tear it down, and a replacement watchdog learns it again."""
+
+    adopted = True  # tells _watchdog which add message to send
+
+    def __init__(
+        self, label: str, target: TeardownTarget, found: AdoptFindings, budget: float, watchdog: bool
+    ) -> None:
         self.label = label
         self.target = target
         self.found = found
         self.budget = budget
+        self.watchdog = watchdog
         self.owner_pid = os.getpid()
         self.report: CleanupReport | None = None
+        self.hooks: list[Any] = []  # objects with .session_closed(state); see _watchdog
         self._lock = threading.Lock()
+        self._running_in: int | None = None
+
+    @property
+    def session_id(self) -> str:
+        return self.label
 
     def teardown(self) -> CleanupReport | None:
         """Run the stages once (in the adopting process only); return the report."""
         if os.getpid() != self.owner_pid:
             return None  # a fork()-ed child must not tear down its parent's browser
-        with self._lock:
+        if not self._lock.acquire(blocking=False):
+            if self._running_in == threading.get_ident():
+                return None  # re-entered from a signal handler: the outer call finishes
+            with self._lock:  # another thread is tearing down: wait for its report
+                return self.report
+        try:
             if self.report is not None:
                 return self.report
+            self._running_in = threading.get_ident()
             interrupted: BaseException | None = None
             try:
                 report = run_teardown(self.target, self.budget)
@@ -268,9 +295,17 @@ class _AdoptState:
             _release_driver(self.target.driver)
             self.target.driver = None
             self.report = _amend(report, self.found)
+            for hook in self.hooks:  # unregister from the watchdog
+                try:
+                    hook.session_closed(self)
+                except Exception as err:  # never let bookkeeping hide the report
+                    log.warning("%s: %s", self.label, err)
             if interrupted is not None:
                 raise interrupted
             return self.report
+        finally:
+            self._running_in = None
+            self._lock.release()
 
 
 def _amend(report: CleanupReport, found: AdoptFindings) -> CleanupReport:
@@ -412,6 +447,7 @@ def adopt(
     remove_profile: bool | None = None,
     raise_on_leak: bool = False,
     graceful: bool = True,
+    watchdog: bool = True,
 ) -> AdoptedSession:
     """Put a Chrome WebDriver created elsewhere under our staged teardown.
 
@@ -439,11 +475,14 @@ def adopt(
             verification finds leftovers.
         graceful: try ``driver.quit()`` first; False goes straight to the kill
             stages.
+        watchdog: register the driver with this process's watchdog, so that
+            it is torn down even if this process is SIGKILLed (as for
+            ``ChromeUltraAggressiveCleanup``); see ``docs/crash-safety.md``.
     """
     service, caps = _check_driver(driver)
     budget = _check_timeout(cleanup_timeout)
     remove_profile = _check_optional_bool("remove_profile", remove_profile)
-    for name, value in (("raise_on_leak", raise_on_leak), ("graceful", graceful)):
+    for name, value in (("raise_on_leak", raise_on_leak), ("graceful", graceful), ("watchdog", watchdog)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
 
@@ -543,7 +582,201 @@ def adopt(
         origin,
         "will be removed" if remove else "kept",
     )
-    return AdoptedSession(_AdoptState(label, target, found, budget), driver, raise_on_leak)
+    state = _AdoptState(label, target, found, budget, watchdog)
+    session = AdoptedSession(state, driver, raise_on_leak)
+    _register(state)
+    return session
+
+
+# -- crash safety: the owner's watchdog -----------------------------------------------
+def _register(state: _AdoptState) -> None:
+    """List the adopted driver as live (signal handlers tear it down) and, with
+    ``watchdog=True``, register it with this process's watchdog."""
+    from . import _watchdog
+
+    _watchdog._live[state.label] = state
+    if not state.watchdog:
+        return
+    hook = _watchdog._CrashSafetyHook(None, registered=False)
+    state.hooks.append(hook)
+    pid = _watchdog._get_client().send(watchdog_message(state))
+    hook.registered = True
+    if pid is not None:
+        state.target.tracker._exclude.add(pid)
+
+
+def watchdog_message(state: _AdoptState) -> dict[str, Any]:
+    """The watchdog's ``add`` message for an adopted driver.
+
+    ``procs`` are the identities recorded so far (chromedriver, the browser,
+    and what discovery found at adopt time); ``dirs`` the profile dir only if
+    adopt would remove it; ``singleton_dir`` Chromium's singleton dir, which
+    is removed only if it holds nothing but the singleton files.  A kept
+    profile dir is never sent: the watchdog cannot touch what it is not told.
+    """
+    found = state.found
+    tracker = state.target.tracker
+    procs = [[p.pid, p.create_time, p.name] for p in tracker.recorded.values() if p.is_running()]
+    return {
+        "op": "add",
+        "sid": state.label,
+        "root": None,
+        "adopted": {
+            "procs": procs,
+            "dirs": [found.profile_dir] if found.remove_profile and found.profile_dir else [],
+            "profile_kept": found.profile_dir is not None and not found.remove_profile,
+            "singleton_dir": found.singleton_dir,
+            "ports": list(found.ports),
+            "born_after": tracker.born_after,
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Registration:
+    """An adopted driver as the watchdog knows it (a checked ``adopted`` body)."""
+
+    procs: tuple[OwnedProcess, ...]
+    dirs: tuple[str, ...]
+    profile_kept: bool
+    singleton_dir: str | None
+    ports: tuple[int, ...]
+    born_after: float
+
+
+def _check_dir(path: Any, what: str) -> str:
+    if not isinstance(path, str) or not os.path.isabs(path) or os.path.normpath(path) != path.rstrip("/"):
+        raise ValueError(f"{what} must be an absolute, normalised path, got {path!r}")
+    real = os.path.realpath(path)
+    if real == os.path.sep or real == os.path.realpath(os.path.expanduser("~")):
+        raise ValueError(f"{what} {path!r} is the root dir or the home dir: refusing")
+    return path
+
+
+def parse_registration(body: Any) -> Registration:
+    """Check the ``adopted`` body of a watchdog message; ValueError says what is wrong.
+
+    The watchdog removes the dirs it names, so a malformed one is refused
+    whole rather than acted on in part."""
+    if not isinstance(body, dict):
+        raise ValueError(f"the adopted registration must be an object, got {type(body).__name__}")
+    raw = body.get("procs")
+    if not isinstance(raw, list) or not raw:
+        raise ValueError("the adopted registration names no processes")
+    procs = []
+    for item in raw:
+        if (
+            not isinstance(item, list)
+            or len(item) != 3
+            or isinstance(item[0], bool)
+            or not isinstance(item[0], int)
+            or item[0] <= 1
+            or isinstance(item[1], bool)
+            or not isinstance(item[1], (int, float))
+            or not math.isfinite(item[1])
+            or item[1] <= 0
+            or not isinstance(item[2], str)
+        ):
+            raise ValueError(f"a process must be [pid > 1, create time > 0, name], got {item!r}")
+        procs.append(OwnedProcess(item[0], float(item[1]), item[2], "recorded"))
+    dirs = body.get("dirs", [])
+    if not isinstance(dirs, list):
+        raise ValueError(f"dirs must be a list, got {dirs!r}")
+    singleton = body.get("singleton_dir")
+    if singleton is not None:
+        singleton = _check_dir(singleton, "singleton_dir")
+        if not SINGLETON_DIR.match(os.path.basename(singleton)):
+            raise ValueError(f"singleton_dir {singleton!r} is not named like Chromium's singleton dir")
+    ports = body.get("ports", [])
+    if not isinstance(ports, list) or not all(
+        isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports
+    ):
+        raise ValueError(f"ports must be a list of TCP ports, got {ports!r}")
+    born_after = body.get("born_after", 0.0)
+    if isinstance(born_after, bool) or not isinstance(born_after, (int, float)) or not born_after >= 0:
+        raise ValueError(f"born_after must be epoch seconds, got {born_after!r}")
+    return Registration(
+        procs=tuple(procs),
+        dirs=tuple(_check_dir(d, "a dir to remove") for d in dirs),
+        profile_kept=body.get("profile_kept") is True,
+        singleton_dir=singleton,
+        ports=tuple(ports),
+        born_after=float(born_after),
+    )
+
+
+#: The watchdog's budget for one adopted driver, as for a session (``reap_orphaned``).
+REAP_BUDGET_S = 5.0
+
+
+def reap_adopted(
+    sid: str, body: Any, exclude: Iterable[int] = (), budget: float = REAP_BUDGET_S
+) -> CleanupReport:
+    """The watchdog's part: tear down an adopted driver whose owner died.
+
+    The recorded processes and their descendants born after them (found now:
+    renderers started since adopt hang below the recorded browser and
+    zygotes) get SIGTERM, ``TERM_GRACE`` to exit, then SIGKILL, each signal
+    identity-checked.  Chrome gets the chance to write a profile the user
+    keeps.  Then the staged teardown (no quit, SIGKILL at once) catches
+    stragglers, removes the dirs the owner said adopt would remove, and
+    verifies; the singleton dir goes once nothing of the driver runs.
+    """
+    reg = parse_registration(body)
+    t0 = time.monotonic()
+    # A removable profile is ours to search by (as adopt's own teardown does);
+    # a kept one is not named at all.
+    root = reg.dirs[0] if reg.dirs else None
+    tracker = ProcessTracker("", root or "", exclude=exclude, born_after=reg.born_after)
+    tracker.record(reg.procs)
+    first = [p for p in tracker.discover().values() if p.is_running()]
+    polite: list[Any] = []
+    if first:
+        polite, _survivors = tracker.kill_tree(first, TERM_GRACE, min(2.0, budget / 2))
+    target = TeardownTarget(sid, tracker, root, ports=set(reg.ports), driver=None, graceful=False)
+    try:
+        report = run_teardown(target, max(0.5, budget - (time.monotonic() - t0)))
+    except TeardownInterrupted as held:  # finished; hand on the original Ctrl-C
+        raise held.original from None
+    stages = list(report.stages)
+    leftovers = list(report.leftovers)
+    idx = {st.stage: i for i, st in enumerate(stages)}
+    if polite:  # the polite pass belongs to the first tree-kill
+        first_kill = next(i for i, st in enumerate(stages) if st.stage == Stage.KILL_TREE)
+        kill = stages[first_kill]
+        note = f"SIGTERM first, {TERM_GRACE} s grace, then SIGKILL: {len(polite)} process(es)"
+        stages[first_kill] = dataclasses.replace(kill, killed=tuple(polite) + kill.killed, notes=(note,))
+    profile = stages[idx[Stage.PROFILE]]
+    removed, notes, errors = list(profile.removed), list(profile.notes), list(profile.errors)
+    skipped = profile.skipped_reason
+    for extra in reg.dirs[1:]:
+        problem = _remove_tree(extra)
+        if problem is None:
+            removed.append(extra)
+        else:
+            errors.append(problem)
+            leftovers.append(Leftover("dir", extra))
+    if reg.profile_kept:
+        skipped = None
+        notes.append("the profile dir was kept (chosen by the user): the watchdog was not told its path")
+    if reg.singleton_dir is not None:
+        if any(lo.kind == "process" for lo in leftovers):
+            notes.append(f"singleton dir {reg.singleton_dir} kept: a process of the driver still runs")
+        else:
+            done, problem = _remove_singleton_dir(reg.singleton_dir)
+            if done:
+                removed.append(reg.singleton_dir)
+            elif problem is not None:
+                errors.append(problem)
+            if os.path.lexists(reg.singleton_dir) and problem is None:
+                leftovers.append(Leftover("dir", reg.singleton_dir))
+    stages[idx[Stage.PROFILE]] = dataclasses.replace(
+        profile, removed=tuple(removed), notes=tuple(notes), errors=tuple(errors), skipped_reason=skipped
+    )
+    return dataclasses.replace(
+        report, stages=tuple(stages), leftovers=tuple(leftovers), duration_s=time.monotonic() - t0
+    )
+
 
 
 __all__ = ["adopt", "AdoptedSession", "AdoptFindings"]

@@ -133,7 +133,7 @@ class _WatchdogClient:
                 # A replacement watchdog must also learn the sessions the
                 # dead one was guarding.
                 for state in live_sessions():
-                    if state.opts.watchdog and state.session_id != message.get("sid"):
+                    if _guarded(state) and state.session_id != message.get("sid"):
                         os.write(self._wfd, _add_message(state))  # type: ignore[arg-type]
             assert self._wfd is not None and self.proc is not None
             os.write(self._wfd, line)  # < PIPE_BUF: atomic
@@ -144,7 +144,17 @@ class _WatchdogClient:
         return self.proc.pid if self.proc is not None else None
 
 
+def _guarded(state: Any) -> bool:
+    """Whether a live state asked for the watchdog (an adopted driver's state has no opts)."""
+    opts = getattr(state, "opts", None)
+    return bool(opts.watchdog if opts is not None else getattr(state, "watchdog", False))
+
+
 def _add_message(state: Any) -> bytes:
+    if getattr(state, "adopted", False):  # a driver started elsewhere (_adopt)
+        from ._adopt import watchdog_message
+
+        return (json.dumps(watchdog_message(state)) + "\n").encode()
     if getattr(state.target, "remote_session_id", None) is not None:  # a Grid session (_remote)
         from ._remote import add_message
 
@@ -307,7 +317,9 @@ def serve(owner_pid: int, owner_create_time: float, fd: int = 0) -> int:
             except ValueError:
                 continue
             if msg.get("op") == "add" and (
-                isinstance(msg.get("root"), str) or isinstance(msg.get("remote_sid"), str)
+                isinstance(msg.get("root"), str)
+                or isinstance(msg.get("remote_sid"), str)
+                or isinstance(msg.get("adopted"), dict)
             ):
                 sessions[str(msg["sid"])] = msg
             elif msg.get("op") == "remove":
@@ -320,10 +332,15 @@ def serve(owner_pid: int, owner_create_time: float, fd: int = 0) -> int:
             outcome = reap_remote(sid, str(msg.get("remote_url")), msg["remote_sid"])
             print(f"watchdog: remote session {sid} ({msg['remote_sid']}): {outcome}", file=sys.stderr)
     for sid, msg in sessions.items():
-        if not isinstance(msg.get("root"), str):
-            continue
         try:
-            _reap_session(sid, msg["root"])
+            if isinstance(msg.get("root"), str):
+                _reap_session(sid, msg["root"])
+            elif isinstance(msg.get("adopted"), dict):  # a driver started elsewhere (_adopt)
+                from ._adopt import reap_adopted
+
+                report = reap_adopted(sid, msg["adopted"], exclude={os.getpid()})
+                outcome = "ok" if report.ok else "LEFTOVERS"
+                print(f"watchdog: session {sid}: {outcome}\n{report}", file=sys.stderr)
         except Exception as err:  # one session's failure must not spare the others
             print(f"watchdog: session {sid}: {err!r}", file=sys.stderr)
     return 0
