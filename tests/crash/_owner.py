@@ -20,6 +20,17 @@ The description::
 ``watchdog_pid`` per session is what ``embassy_cleanup._watchdog.watchdog_pid()``
 said right after that session started.  Logging (INFO) goes to stderr.
 
+``--adopt DIR`` starts a plain ``webdriver.Chrome()`` instead (the sandbox's
+flags; chromedriver's ``TMPDIR``/``XDG_CONFIG_HOME``/``XDG_CACHE_HOME`` in
+``DIR/tmp``, ``DIR/config``, ``DIR/cache``, so its temp profile lands in
+``DIR/tmp``; ``--user-data-dir`` gives it a chosen profile), adopts it
+(``watchdog`` per ``--no-watchdog``), then opens a second tab so that a
+renderer is born after adopt.  Its session's description carries ``root``
+(``DIR``), ``profile``, ``profile_removed``, ``singleton_dir``,
+``driver_pid``, ``browser_pid``, ``pids`` (what adopt recorded) and
+``born_after_adopt`` (``{"<pid>": create_time}`` of the browser's
+descendants started since adopt: tabs are opened, at most 5, until one is).
+
 ``--signal-handlers`` calls ``install_signal_handlers()``; ``--app-handler``
 first installs an application SIGTERM handler that prints what it sees
 (``{"app_handler": signum, "closed": [...], "ok": [...], "roots_exist": [...]}``)
@@ -32,6 +43,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -44,6 +56,8 @@ from embassy_cleanup import ChromePool, ChromeUltraAggressiveCleanup, install_si
 from embassy_cleanup._watchdog import watchdog_pid
 
 APP_HANDLER_EXIT = 7
+#: What plain Chrome needs in this sandbox (as in tests/integration/test_adopt.py).
+PLAIN_FLAGS = ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--no-first-run")
 
 
 def emit(obj: object) -> None:
@@ -62,6 +76,13 @@ def wait_title(driver, title: str, timeout: float = 30.0) -> str:
         if current == title or time.monotonic() >= end:
             return current
         time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _pids(cleanup: ChromeUltraAggressiveCleanup) -> dict[str, float]:
@@ -111,7 +132,72 @@ class Owner:
             }
         )
 
+    def start_adopted(self, index: int) -> None:
+        """``--adopt``: a plain driver, as its users start it, adopted."""
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        from embassy_cleanup import adopt
+
+        args = self.args
+        base = args.adopt
+        env = dict(os.environ)
+        for sub, key in (("tmp", "TMPDIR"), ("config", "XDG_CONFIG_HOME"), ("cache", "XDG_CACHE_HOME")):
+            os.makedirs(os.path.join(base, sub), exist_ok=True)
+            env[key] = os.path.join(base, sub)
+        options = webdriver.ChromeOptions()
+        for flag in PLAIN_FLAGS:
+            options.add_argument(flag)
+        if args.user_data_dir:
+            options.add_argument(f"--user-data-dir={args.user_data_dir}")
+        options.page_load_strategy = "none"
+        service = Service(executable_path=shutil.which("chromedriver"), env=env)
+        driver = webdriver.Chrome(options=options, service=service)
+        driver.get(page(f"owner-{index}"))
+        wait_title(driver, f"owner-{index}")
+        session = adopt(driver, watchdog=not args.no_watchdog, graceful=not args.no_graceful)
+        adopted_at = time.time()
+        recorded = {str(pid): psutil.Process(pid).create_time() for pid in session.pids if _alive(pid)}
+        # A renderer born after adopt: the first new tab may take Chrome's
+        # spare renderer (started before adopt); the next ones need their own.
+        browser = psutil.Process(session.found.browser_pid)
+        later: dict[str, float] = {}
+        for _ in range(5):
+            driver.switch_to.new_window("tab")
+            driver.get(page(f"owner-{index}-tab"))
+            wait_title(driver, f"owner-{index}-tab")
+            for child in browser.children(recursive=True):
+                try:
+                    born = child.create_time()
+                    if str(child.pid) not in recorded and born > adopted_at and _alive(child.pid):
+                        later[str(child.pid)] = born
+                except psutil.NoSuchProcess:
+                    continue
+            if later:
+                break
+        self.cleanups.append(session)
+        self.drivers.append(driver)
+        found = session.found
+        self.described.append(
+            {
+                "index": index,
+                "sid": session.session_id,
+                "root": base,
+                "profile": found.profile_dir,
+                "profile_removed": found.remove_profile,
+                "singleton_dir": found.singleton_dir,
+                "driver_pid": found.driver_pid,
+                "browser_pid": found.browser_pid,
+                "pids": recorded,
+                "born_after_adopt": later,
+                "watchdog_pid": watchdog_pid(),
+            }
+        )
+
     def start_all(self) -> None:
+        if self.args.adopt:
+            self.start_adopted(0)
+            return
         if self.args.pool:
             self.start_pool()
             return
@@ -224,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--thread", action="store_true", help="start the sessions in a worker thread")
     parser.add_argument("--signal-handlers", action="store_true")
     parser.add_argument("--app-handler", action="store_true")
+    parser.add_argument("--adopt", default=None, metavar="DIR", help="adopt a plain webdriver.Chrome()")
+    parser.add_argument("--user-data-dir", default=None, help="with --adopt: a chosen profile dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
 
