@@ -8,6 +8,9 @@ one-line commands on stdin, answering each with one JSON line:
 ``title I``  the title of session I's current page
 ``get I``    open another ``data:`` page in session I
 ``close I``  close session I; the answer carries its report
+``fork-close I``  fork a child that calls ``close()`` on session I and runs the
+             atexit hooks, then exits; the answer is ``{"forked": pid,
+             "exit": status, "title": ...}`` (the title read after the child's exit)
 ``info``     the description again (watchdog pid as it is now)
 ``exit``     return from ``main()`` (exit status 0); EOF on stdin does the same
 
@@ -40,6 +43,7 @@ and exits with status ``APP_HANDLER_EXIT``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
@@ -282,6 +286,17 @@ class Owner:
                     i = int(rest[0])
                     self.drivers[i].get(page(rest[1]))
                     emit({"title": wait_title(self.drivers[i], rest[1])})
+                elif op == "fork-close":
+                    i = int(rest[0])
+                    child = os.fork()
+                    if child == 0:  # a fork()ed child: must neither tear down nor unregister
+                        try:
+                            self.cleanups[i].close()
+                            atexit._run_exitfuncs()
+                        finally:
+                            os._exit(0)
+                    _, status = os.waitpid(child, 0)
+                    emit({"forked": child, "exit": status, "title": self.drivers[i].title})
                 elif op == "close":
                     report = self.cleanups[int(rest[0])].close()
                     emit(

@@ -160,6 +160,26 @@ def test_a_sigkilled_owner_keeps_a_user_data_dir_the_user_chose_but_not_its_proc
     assert "Default" in os.listdir(chosen), os.listdir(chosen)
 
 
+def test_a_forked_child_closing_an_adopted_driver_neither_tears_it_down_nor_unregisters_it(
+    crash, adopt_dir
+):
+    owner, session = spawn_adopted(crash, adopt_dir)
+    procs = snapshot(owner, session)
+    precondition(session, procs)
+
+    forked = owner.cmd("fork-close 0")
+    assert forked["exit"] == 0, forked
+    assert forked["title"] == "owner-0-tab", "the child's close() tore down the parent's driver"
+    core = {p: procs[p] for p in (session["driver_pid"], session["browser_pid"])}
+    assert len(running(core)) == 2
+
+    t0 = kill_owner(owner)
+    wait_gone(crash, procs, [session["profile"]], t0, "adopted, after a fork: owner SIGKILL -> tree gone")
+    assert crash.wait_exit(owner.watchdog)
+    log = owner.watchdog_log()
+    assert f"watchdog: session {session['sid']}: ok" in log, "the child's close() unregistered it: " + log
+
+
 def test_an_adopted_driver_with_watchdog_false_outlives_its_sigkilled_owner(crash, adopt_dir):
     owner, session = spawn_adopted(crash, adopt_dir, watchdog=False)
     assert owner.info["watchdog_pid"] is None, "watchdog=False must not start a watchdog"
