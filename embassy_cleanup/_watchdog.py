@@ -93,8 +93,10 @@ class _WatchdogClient:
             self.proc = subprocess.Popen(
                 [
                     sys.executable,
-                    "-m",
-                    "embassy_cleanup._watchdog",
+                    "-c",
+                    # Not "-m embassy_cleanup._watchdog": the package imports this
+                    # module first, so runpy would run it a second time (and warn).
+                    WATCHDOG_ENTRY,
                     str(owner.pid),
                     repr(owner.create_time()),
                 ],
@@ -346,10 +348,14 @@ def serve(owner_pid: int, owner_create_time: float, fd: int = 0) -> int:
     return 0
 
 
+#: What the watchdog process runs (``python -c WATCHDOG_ENTRY OWNER_PID OWNER_CREATE_TIME``).
+WATCHDOG_ENTRY = "from embassy_cleanup._watchdog import main; raise SystemExit(main())"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m embassy_cleanup._watchdog OWNER_PID OWNER_CREATE_TIME", file=sys.stderr)
+        print(f'usage: python -c "{WATCHDOG_ENTRY}" OWNER_PID OWNER_CREATE_TIME', file=sys.stderr)
         return 2
     return serve(int(args[0]), float(args[1]))
 

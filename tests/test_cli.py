@@ -97,7 +97,7 @@ def test_console_script_should_be_installed_with_the_interpreter():
 
 
 def _watchdogs_of(owner: int) -> list[psutil.Process]:
-    """The demo's watchdog (``-m embassy_cleanup._watchdog OWNER ...``), keyed on the demo's PID."""
+    """The demo's watchdog (``python -c WATCHDOG_ENTRY OWNER ...``), keyed on the demo's PID."""
     out = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
