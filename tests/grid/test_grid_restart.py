@@ -95,6 +95,9 @@ def test_clean_grid_after_a_grid_restart_kills_the_old_grids_trees_and_leaves_th
             assert by_root[a_driver.pid]["class"] == "orphan"
             assert by_root[a_driver.pid]["reason"] == "its Grid JVM no longer runs it"
             assert set(a_tree) <= set(by_root[a_driver.pid]["pids"])
+            # the profile of the old session, for the operator (clean --grid does not remove it)
+            assert by_root[a_driver.pid]["user_data_dir"] == old_a.capabilities["chrome"]["userDataDir"]
+            assert by_root[b_browser]["user_data_dir"] == old_b.capabilities["chrome"]["userDataDir"]
             assert by_root[b_browser]["class"] == "orphan"
             assert by_root[b_browser]["reason"] == "its chromedriver is gone"
             assert set(b_tree) <= set(by_root[b_browser]["pids"])
