@@ -155,9 +155,13 @@ def test_clean_grid_after_a_grid_restart_kills_the_old_grids_trees_and_leaves_th
 
 
 def test_a_tree_under_the_live_jvm_that_no_listed_session_is_is_an_orphan(grid, monkeypatch):
-    """No natural trigger on a real Grid: the node drops a session from its map
-    only by stopping it, which ends its chromedriver (then "its chromedriver is
-    gone" applies).  So ``/status`` is faked: the real one without the session."""
+    """No natural trigger found on a real Grid: a node ends a session by
+    stopping it, which ends its chromedriver too.  Tried: a session whose
+    chromedriver is SIGSTOPped, on a Grid with ``session-timeout = 10``; the
+    node's stop timed out (``LocalNode.stopTimedOutSession``: TimeoutException)
+    and the chromedriver was then killed anyway, ~50 s after the SIGSTOP, so
+    "its chromedriver is gone" applied.  Here ``/status`` is faked: the real
+    one without the session."""
     driver = plain_remote(grid)
     try:
         browser = driver.capabilities["goog:processID"]
