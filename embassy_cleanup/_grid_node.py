@@ -205,6 +205,19 @@ def take_grid_inventory(url: str) -> GridInventory:
             stack.extend(children.get(c, ()))
         return out
 
+    def browser_dir(driver_pid: int) -> str | None:
+        """The ``--user-data-dir`` of the browser a chromedriver started (what
+        its Grid session was), so an orphan rooted at a chromedriver names its
+        profile too."""
+        for c in children.get(driver_pid, ()):
+            try:
+                args = handles[c].cmdline() if c in infos else []
+            except psutil.Error:
+                continue
+            if args and not any(a.startswith("--type=") for a in args):
+                return _option(args, "user-data-dir")
+        return None
+
     trees: list[GridTree] = []
     for pid, gp in infos.items():
         proc = handles[pid]
@@ -229,7 +242,7 @@ def take_grid_inventory(url: str) -> GridInventory:
             continue  # someone else's, or a child of a Chrome process judged with its parent
         else:
             orphaned_by = "its Grid JVM no longer runs it" if is_driver else "its chromedriver is gone"
-        udd = _option(cmdline, "user-data-dir")
+        udd = browser_dir(pid) if is_driver else _option(cmdline, "user-data-dir")
         gsid = by_pid.get(pid) or (by_dir.get(udd) if udd else None)
         tree = GridTree(gp, "session", "a live Grid session", gsid, udd, [gp, *descendants(pid)])
         if orphaned_by is not None:

@@ -5,8 +5,10 @@
 the JVM two markers every process it starts inherits (JVM -> chromedriver ->
 Chrome): ``EMBASSY_TEST_GRID=<its dir>`` and ``TMPDIR=<its dir>/tmp`` (so the
 ``--user-data-dir`` chromedriver creates for each Chrome is under its dir
-too).  ``stop()`` ends the JVM by its PID, then kills whatever still carries
-its markers, by identity: never by name, never by port.
+too).  ``crash_and_restart()`` SIGKILLs the JVM and starts a new one on the
+same port with the same dir and environment.  ``stop()`` ends the JVM by its
+PID, then kills whatever still carries its markers, by identity: never by
+name, never by port.
 """
 
 from __future__ import annotations
@@ -130,16 +132,7 @@ class GridServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def start_grid(name: str = "grid", timeout: float = 90.0) -> GridServer:
-    """Start a Grid standalone; return once ``/status`` says ready."""
-    java = java_path()
-    jar = jar_path()
-    assert java, "java is not installed (Debian: openjdk-17-jre-headless)"
-    assert os.path.isfile(jar), f"{jar} is missing: run scripts/fetch_grid.py"
-    assert h.CHROMEDRIVER, "chromedriver is not installed"
-    gdir = tempfile.mkdtemp(prefix=f"{name}-", dir=h.RUN_ROOT)
-    os.mkdir(os.path.join(gdir, "tmp"))
-    port = _free_port()
+def _write_config(gdir: str, port: int) -> str:
     config = os.path.join(gdir, "grid.toml")
     stereotype = json.dumps({"browserName": "chrome", "platformName": "linux"})
     with open(config, "w", encoding="utf-8") as fh:
@@ -155,22 +148,31 @@ def start_grid(name: str = "grid", timeout: float = 90.0) -> GridServer:
             f"max-sessions = {MAX_SESSIONS}\n"
             f"stereotype = {json.dumps(stereotype)}\n"
         )
+    return config
+
+
+def _grid_env(gdir: str) -> dict[str, str]:
+    """The JVM's environment: ours with this Grid's markers."""
     env = dict(os.environ)
     env.pop("EMBASSY_CLEANUP_SESSION", None)
     env.update({GRID_ENV: gdir, "TMPDIR": os.path.join(gdir, "tmp")})
-    log_path = os.path.join(gdir, "grid.log")
-    t0 = time.monotonic()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
+    return env
+
+
+def _launch(gdir: str, env: dict[str, str], log_path: str) -> subprocess.Popen[bytes]:
+    java = java_path()
+    assert java
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
             [
                 java,
                 "-XX:-UsePerfData",  # no /tmp/hsperfdata_<user>/<pid> left if it is SIGKILLed
                 f"-Djava.io.tmpdir={os.path.join(gdir, 'tmp')}",
                 "-jar",
-                jar,
+                jar_path(),
                 "standalone",
                 "--config",
-                config,
+                os.path.join(gdir, "grid.toml"),
             ],
             cwd=gdir,
             env=env,
@@ -180,11 +182,15 @@ def start_grid(name: str = "grid", timeout: float = 90.0) -> GridServer:
             start_new_session=True,
             preexec_fn=_die_with_parent,  # safe: forked from the main thread, before any exec
         )
-    grid = GridServer(f"http://127.0.0.1:{port}", port, gdir, proc, log_path=log_path)
+
+
+def _wait_ready(grid: GridServer, timeout: float) -> float:
+    """Seconds until ``/status`` says ready; stop the Grid and fail if it does not."""
+    t0 = time.monotonic()
     try:
         while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"the Grid exited with status {proc.returncode}:\n{grid.log()}")
+            if grid.proc.poll() is not None:
+                raise AssertionError(f"the Grid exited with status {grid.proc.returncode}:\n{grid.log()}")
             try:
                 if grid.status(timeout=2).get("ready"):
                     break
@@ -196,5 +202,41 @@ def start_grid(name: str = "grid", timeout: float = 90.0) -> GridServer:
     except BaseException:
         grid.stop()
         raise
-    grid.started_s = time.monotonic() - t0
+    return time.monotonic() - t0
+
+
+def start_grid(name: str = "grid", timeout: float = 90.0) -> GridServer:
+    """Start a Grid standalone; return once ``/status`` says ready."""
+    jar = jar_path()
+    assert java_path(), "java is not installed (Debian: openjdk-17-jre-headless)"
+    assert os.path.isfile(jar), f"{jar} is missing: run scripts/fetch_grid.py"
+    assert h.CHROMEDRIVER, "chromedriver is not installed"
+    gdir = tempfile.mkdtemp(prefix=f"{name}-", dir=h.RUN_ROOT)
+    os.mkdir(os.path.join(gdir, "tmp"))
+    port = _free_port()
+    _write_config(gdir, port)
+    log_path = os.path.join(gdir, "grid.log")
+    env = _grid_env(gdir)
+    grid = GridServer(f"http://127.0.0.1:{port}", port, gdir, _launch(gdir, env, log_path), log_path=log_path)
+    grid.extra["env"] = env
+    grid.started_s = _wait_ready(grid, timeout)
     return grid
+
+
+def crash_and_restart(grid: GridServer, timeout: float = 90.0) -> int:
+    """SIGKILL the Grid's JVM (by its PID) and start a new one on the same port,
+    with the same dir, config and environment; ``grid`` then runs the new JVM.
+    What the old JVM started is not touched: it keeps running, re-parented.
+    Return the old JVM's PID.
+
+    The environment is the first JVM's, kept, not ours now: pytest changes
+    ``PYTEST_CURRENT_TEST`` between a fixture's setup and the test, and a
+    restart that changes the Grid's environment is another case (docs/grid.md)."""
+    old = grid.proc
+    old.kill()
+    old.wait(10)
+    # The port is free once the JVM is gone (its listening socket dies with it);
+    # a Grid that cannot bind it exits, and _wait_ready says so with its log.
+    grid.proc = _launch(grid.dir, grid.extra["env"], grid.log_path)
+    grid.started_s = _wait_ready(grid, timeout)
+    return old.pid
