@@ -88,6 +88,8 @@ class GridInventory:
     jvm_pids: list[int]
     sessions: list[str]
     trees: list[GridTree]
+    #: TMPDIR/TMP/TEMP of the Grid's JVM(s): where its chromedrivers make temp profiles.
+    jvm_temp_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def orphans(self) -> list[GridTree]:
@@ -250,7 +252,8 @@ def take_grid_inventory(url: str) -> GridInventory:
         elif gsid is None:
             tree.cls, tree.reason = "orphan", "its Grid session no longer exists"
         trees.append(tree)
-    return GridInventory(url, jvms, sorted(sessions), sorted(trees, key=lambda t: t.root.pid))
+    temp_env = {k: fp[k] for fp in fingerprints for k in ("TMPDIR", "TMP", "TEMP") if fp.get(k)}
+    return GridInventory(url, jvms, sorted(sessions), sorted(trees, key=lambda t: t.root.pid), temp_env)
 
 
 def kill_orphans(inv: GridInventory, budget: float = 10.0) -> tuple[list[str], list[str]]:
@@ -266,9 +269,40 @@ def kill_orphans(inv: GridInventory, budget: float = 10.0) -> tuple[list[str], l
             f"orphan tree {tree.root.pid} ({tree.reason}): "
             + ", ".join(f"{a.pid} {a.outcome}" for a in actions)
         )
-        (failed if survivors else done).append(line)
+        clean = not survivors
+        if clean and tree.user_data_dir:
+            removed, note, problem = _remove_orphan_profile(tree.user_data_dir, inv.jvm_temp_env)
+            line += "".join(f"; {x}" for x in (removed, note, problem) if x)
+            clean = problem is None
+        (done if clean else failed).append(line)
         log.info("%s", line)
     return done, failed
+
+
+def _remove_orphan_profile(
+    profile: str, jvm_env: dict[str, str]
+) -> tuple[str | None, str | None, str | None]:
+    """Remove an orphan tree's profile once its processes are dead, but only
+    a temp profile chromedriver made (its name pattern, directly in a temp
+    dir), and the Chromium singleton dir it links to if that holds nothing
+    else.  A profile anyone chose is left alone.  Returns ``(removed, note,
+    problem)`` texts for the report line."""
+    from ._adopt import _remove_singleton_dir, _singleton_dir, profile_origin
+    from ._teardown import _remove_tree
+
+    if profile_origin(profile, jvm_env) != "chromedriver":
+        return None, f"profile {profile} kept: not a chromedriver temp profile", None
+    single = _singleton_dir(profile)
+    removed = []
+    problem = _remove_tree(profile)
+    if problem is None:
+        removed.append(profile)
+    if single is not None:
+        gone, err = _remove_singleton_dir(single)
+        if gone:
+            removed.append(single)
+        problem = problem or err
+    return ("removed " + ", ".join(removed)) if removed else None, None, problem
 
 
 def render(inv: GridInventory) -> list[str]:

@@ -18,6 +18,7 @@ session, against a real Grid-started tree.
 
 from __future__ import annotations
 
+import os
 import time
 
 import psutil
@@ -95,7 +96,9 @@ def test_clean_grid_after_a_grid_restart_kills_the_old_grids_trees_and_leaves_th
             assert by_root[a_driver.pid]["class"] == "orphan"
             assert by_root[a_driver.pid]["reason"] == "its Grid JVM no longer runs it"
             assert set(a_tree) <= set(by_root[a_driver.pid]["pids"])
-            # the profile of the old session, for the operator (clean --grid does not remove it)
+            # the profile of each old session (clean --grid removes it once its tree is dead)
+            old_profiles = [d.capabilities["chrome"]["userDataDir"] for d in (old_a, old_b)]
+            assert all(os.path.isdir(p) for p in old_profiles)
             assert by_root[a_driver.pid]["user_data_dir"] == old_a.capabilities["chrome"]["userDataDir"]
             assert by_root[b_browser]["user_data_dir"] == old_b.capabilities["chrome"]["userDataDir"]
             assert by_root[b_browser]["class"] == "orphan"
@@ -120,6 +123,11 @@ def test_clean_grid_after_a_grid_restart_kills_the_old_grids_trees_and_leaves_th
                 f"(2 trees) killed, CLI run {took:.2f} s"
             )
 
+            for profile in old_profiles:
+                assert f"removed {profile}" in out.stdout, out.stdout
+                assert not os.path.lexists(profile)
+            live_profile = driver.capabilities["chrome"]["userDataDir"]
+            assert os.path.isdir(live_profile), "clean --grid removed the live session's profile"
             assert running(live_tree) == sorted(live_tree), "clean --grid touched the live session"
             assert live_driver.is_running()
 
