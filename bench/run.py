@@ -575,9 +575,11 @@ def render_markdown(res: dict[str, Any]) -> str:
         "How the fast mode gets "
         + ("there" if fast_met else "as far as it does")
         + ": each process scan reads",
-        "`/proc/<pid>/stat` once per process (1-2 ms, against ~13 ms through psutil); every process of the",
-        "session gets SIGKILL through a pidfd; then the session dir's removal and the os-kill stage's `pgrep`",
-        "run in threads while the kernel tears the tree down, and the wait is one `poll()` on the pidfds.",
+        "`/proc/<pid>/stat` once per process (1-2 ms, against ~13 ms through psutil); one `killpg` ends",
+        "chromedriver's process group at once (signalling a dozen processes one by one took 10-100 ms under",
+        "load), then every other process gets SIGKILL through a pidfd; the session dir is removed and the",
+        "os-kill stage's `pgrep` started while the kernel tears the tree down, and the wait is one `poll()`",
+        "on the pidfds (see docs/architecture.md, Fast teardown).",
         "Verification re-checks the dir (a system call in flight when SIGKILL arrived may still create a",
         "file); the socket table is read only if something of ours still runs.",
     ]

@@ -196,6 +196,7 @@ def stage_quit(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None:
 
 # -- stage 2 ------------------------------------------------------------
 def stage_kill_tree(target: TeardownTarget, clock: _Clock, run: _StageRun, grace: float) -> None:
+    clock.early_search = None  # a search an earlier pass left unused is stale
     for _ in range(MAX_PASSES):  # a forking tree can spawn while we kill
         procs = [p for p in target.tracker.discover().values() if p.is_running()]
         if not procs:
