@@ -326,33 +326,49 @@ FOOTPRINT_PRESETS = ("stock", "balanced", "minimal", "headless-shell")
 
 
 def bench_footprint(runs: int, root: str, base_url: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """Interleaved like the rest: each run measures every preset and page in
+    turn, so that a change in the machine's load (which moves PSS: see the
+    report) hits every preset alike.  PSS and USS are also compared run by
+    run against the stock session of the same round (``pss_vs_stock``: the
+    median of those ratios)."""
+    keys = [(preset, page) for preset in FOOTPRINT_PRESETS for page in ("static", "heavy")]
+    raw: dict[str, dict[str, Any]] = {
+        f"{p}/{pg}": {"n": [], "pss": [], "uss": [], "ok": [], "used": set()} for p, pg in keys
+    }
+    for i in range(runs):
+        for preset, page in keys:
+            r = raw[f"{preset}/{page}"]
+            cleanup = ChromeUltraAggressiveCleanup(temp_root=root, preset=preset, graceful=False)
+            with cleanup as driver:
+                r["used"].add(cleanup.preset_used)
+                driver.get(f"{base_url}/{page}.html")
+                r["ok"].append(page_ok(driver, page))
+                time.sleep(1.0)  # let the tree settle after load
+                n, pss, uss = tree_memory(ours_procs(cleanup))
+            r["n"].append(n)
+            r["pss"].append(pss)
+            r["uss"].append(uss)
+        log(f"  footprint round {i + 1}/{runs}")
     out: dict[str, Any] = {}
-    for preset in FOOTPRINT_PRESETS:
-        for page in ("static", "heavy"):
-            counts, psss, usss, oks, used = [], [], [], [], set()
-            for _ in range(runs):
-                cleanup = ChromeUltraAggressiveCleanup(temp_root=root, preset=preset, graceful=False)
-                with cleanup as driver:
-                    used.add(cleanup.preset_used)
-                    driver.get(f"{base_url}/{page}.html")
-                    oks.append(page_ok(driver, page))
-                    time.sleep(1.0)  # let the tree settle after load
-                    n, pss, uss = tree_memory(ours_procs(cleanup))
-                counts.append(n)
-                psss.append(pss)
-                usss.append(uss)
-            out[f"{preset}/{page}"] = {
-                "processes": stats([float(c) for c in counts]),
-                "pss_mb": stats([p / 2**20 for p in psss]),
-                "uss_mb": stats([u / 2**20 for u in usss]),
-                "renders_correctly": all(oks),
-                "preset_used": sorted(u for u in used if u),
-            }
-            log(f"  footprint {preset}/{page}: {statistics.median(psss) / 2**20:.0f} MB PSS")
+    for key, r in raw.items():
+        out[key] = {
+            "processes": stats([float(c) for c in r["n"]]),
+            "pss_mb": stats([p / 2**20 for p in r["pss"]]),
+            "uss_mb": stats([u / 2**20 for u in r["uss"]]),
+            "renders_correctly": all(r["ok"]),
+            "preset_used": sorted(u for u in r["used"] if u),
+        }
+        log(f"  footprint {key}: {out[key]['pss_mb']['median']:.0f} MB PSS")
     for page in ("static", "heavy"):
-        stock = out[f"stock/{page}"]["pss_mb"]["median"]
+        stock = raw[f"stock/{page}"]
         for preset in FOOTPRINT_PRESETS[1:]:
-            out[f"{preset}/{page}"]["pss_vs_stock"] = out[f"{preset}/{page}"]["pss_mb"]["median"] / stock
+            r = raw[f"{preset}/{page}"]
+            out[f"{preset}/{page}"]["pss_vs_stock"] = statistics.median(
+                a / b for a, b in zip(r["pss"], stock["pss"]) if b
+            )
+            out[f"{preset}/{page}"]["uss_vs_stock"] = statistics.median(
+                a / b for a, b in zip(r["uss"], stock["uss"]) if b
+            )
     return out
 
 
@@ -528,8 +544,11 @@ def render_markdown(res: dict[str, Any]) -> str:
         "of the chromium binary (stock, balanced, minimal) share its pages with them and get a smaller PSS; the",
         "headless shell is its own binary and does not. USS counts only the pages private to each process.",
         "",
-        "| preset | page | processes | PSS MB | USS MB | PSS vs stock | renders correctly |",
-        "|---|---|---|---|---|---|---|",
+        "Interleaved: each round measures every preset and page once; the ratios are medians of the",
+        "per-round ratios against that round's stock session.",
+        "",
+        "| preset | page | processes | PSS MB | USS MB | PSS vs stock | USS vs stock | renders correctly |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, v in res["footprint"].items():
         preset, page = key.split("/")
@@ -538,7 +557,8 @@ def render_markdown(res: dict[str, Any]) -> str:
             preset += f" (fell back to {', '.join(used)})"
         lines.append(
             f"| {preset} | {page} | {v['processes']['median']:.0f} | {v['pss_mb']['median']:.0f} | "
-            f"{v['uss_mb']['median']:.0f} | {_x(v.get('pss_vs_stock'))} | {'yes' if v['renders_correctly'] else 'NO'} |"
+            f"{v['uss_mb']['median']:.0f} | {_x(v.get('pss_vs_stock'))} | {_x(v.get('uss_vs_stock'))} | "
+            f"{'yes' if v['renders_correctly'] else 'NO'} |"
         )
     lines += [
         "",
