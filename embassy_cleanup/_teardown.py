@@ -196,6 +196,7 @@ def stage_quit(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None:
 
 # -- stage 2 ------------------------------------------------------------
 def stage_kill_tree(target: TeardownTarget, clock: _Clock, run: _StageRun, grace: float) -> None:
+    clock.early_search = None  # a search an earlier pass left unused is stale
     for _ in range(MAX_PASSES):  # a forking tree can spawn while we kill
         procs = [p for p in target.tracker.discover().values() if p.is_running()]
         if not procs:
@@ -203,7 +204,7 @@ def stage_kill_tree(target: TeardownTarget, clock: _Clock, run: _StageRun, grace
         kill_wait = max(0.05, clock.remaining() - 0.1)
         while_dying = _early_removal_starter(target, clock) if grace <= 0 else None
         actions, survivors = target.tracker.kill_tree(
-            procs, min(grace, clock.remaining() / 2), kill_wait, while_dying
+            procs, min(grace, clock.remaining() / 2), kill_wait, while_dying, group_kill=True
         )
         run.killed += actions
         run.survivors = survivors
@@ -333,32 +334,32 @@ class _Background(Generic[T]):
 
 
 class _EarlyRemoval:
-    """The session dir's removal, started in a thread as soon as every
-    process of the session has been sent SIGKILL, so that it overlaps with
-    the kernel tearing them down (tens of ms for a Chrome tree).
+    """The session dir's removal, done as soon as every process of the
+    session has been sent SIGKILL, while the kernel tears them down (tens of
+    ms for a Chrome tree), before the wait for their exit.
+
+    It runs in the calling thread: in a second thread, its Python code holds
+    the GIL between system calls and the waiting thread, woken by each exit,
+    queues for the GIL for up to the 5 ms switch interval each time; measured,
+    that made the wait two to three times longer than the removal saved.
 
     A SIGKILLed process runs no more user code, but a system call it was in
-    may still complete (a file created mid-removal): the profile stage joins
-    this thread and removes whatever is still there, and verification checks
-    the dir again.  See docs/architecture.md, "Fast teardown".
+    may still complete (a file created mid-removal): the profile stage looks
+    again and removes whatever is still there, and verification checks the
+    dir again.  See docs/architecture.md, "Fast teardown".
     """
 
     def __init__(self, root: str) -> None:
         self.root = root
         self.error: str | None = None
         self.existed = os.path.lexists(root)
-        self._thread = threading.Thread(target=self._run, name="embassy-cleanup-rmtree", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
         try:
-            self.error = _remove_tree(self.root)
+            self.error = _remove_tree(root)
         except Exception as err:  # recorded; the profile stage tries again
             self.error = f"{type(err).__name__}: {err}"
 
     def join(self, timeout: float) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return True
 
 
 def _early_removal_starter(target: TeardownTarget, clock: _Clock) -> Callable[[], None]:

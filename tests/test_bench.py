@@ -37,6 +37,8 @@ def test_bench_smoke_run_should_write_every_section(tmp_path):
     assert res["pool"]["pool_clean"] and res["pool"]["pool_stats"]["errors"] == 0, res["pool"]
     assert res["lifecycle"]["ratios"]["start_ours_vs_plain"] is not None
     assert all(v["renders_correctly"] for v in res["footprint"].values()), res["footprint"]
+    assert {"headless-shell/static", "headless-shell/heavy"} <= set(res["footprint"])
+    assert res["lifecycle"]["ours_fast_stages_ms"]  # the per-stage figures the report explains
     assert res["scale"]["swept"] == res["scale"]["stale_dirs"]
     text = md.read_text()
     for heading in (

@@ -34,6 +34,13 @@ The documented functions (each backend provides all of them):
 ``process_group_of(pid) -> int | None``
     The process group id, or None where the OS has no such thing.
 
+``kill_group(pid, create_time) -> SignalResult``
+    SIGKILL the whole process group led by ``pid`` in one system call, if
+    ``pid`` is still the process born at ``create_time``.  Only for a group
+    leader that is the caller's own unreaped child (chromedriver, the headless
+    shell): until it is reaped its PID, and so the group id, cannot be reused.
+    Windows (no process groups) returns ``SignalResult.DENIED``.
+
 ``process_table() -> list[ProcRow]``
     One row per process (pid, ppid, process group, create time, name,
     zombie), read in one pass.  Linux reads ``/proc/<pid>/stat`` once per
@@ -91,6 +98,7 @@ __all__ = [
     "SignalResult",
     "ProcRow",
     "process_table",
+    "kill_group",
     "PLATFORM",
     "HAVE_PROCESS_GROUPS",
     "HAVE_PIDFD",
@@ -145,6 +153,7 @@ if sys.platform.startswith("linux"):
         can_use_chrome_sandbox,
         dev_shm_too_small,
         is_running,
+        kill_group,
         listening_ports,
         lock_file,
         new_session_popen_kw,
@@ -170,6 +179,7 @@ elif os.name == "posix":
         can_use_chrome_sandbox,
         dev_shm_too_small,
         is_running,
+        kill_group,
         listening_ports,
         lock_file,
         new_session_popen_kw,
@@ -195,6 +205,7 @@ elif sys.platform == "win32":
         can_use_chrome_sandbox,
         dev_shm_too_small,
         is_running,
+        kill_group,
         listening_ports,
         lock_file,
         new_session_popen_kw,

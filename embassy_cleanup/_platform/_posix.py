@@ -57,6 +57,21 @@ def signal_process(pid: int, create_time: float, force: bool) -> SignalResult:
     return SignalResult.SENT
 
 
+def kill_group(pid: int, create_time: float) -> SignalResult:
+    match = _identity_matches(pid, create_time)
+    if match is None:
+        return SignalResult.GONE
+    if not match:
+        return SignalResult.REUSED
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:  # the leader is not a group leader, or the group is empty
+        return SignalResult.GONE
+    except PermissionError:
+        return SignalResult.DENIED
+    return SignalResult.SENT
+
+
 def is_running(pid: int, create_time: float) -> bool:
     try:
         proc = psutil.Process(pid)

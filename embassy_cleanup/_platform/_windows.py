@@ -41,6 +41,10 @@ def signal_process(pid: int, create_time: float, force: bool) -> SignalResult:
     return SignalResult.SENT
 
 
+def kill_group(pid: int, create_time: float) -> SignalResult:
+    return SignalResult.DENIED  # no process groups here
+
+
 def is_running(pid: int, create_time: float) -> bool:
     try:
         proc = psutil.Process(pid)

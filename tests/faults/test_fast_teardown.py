@@ -6,7 +6,8 @@ is still exiting (docs/architecture.md, "Fast teardown"):
   removal: verification notices, the next pass kills it and removes again;
 * the early removal fails (a file it cannot remove): the profile stage tries
   again and reports what it could not do;
-* a Chrome process the tree-kill missed is still found by the early
+* a Chrome process the tree-kill missed (a crashpad handler, outside
+  chromedriver's process group) is still found by the early
   ``pgrep`` and killed by the os-kill stage, and what pgrep saw exiting is
   not counted again.
 """
@@ -132,8 +133,12 @@ def test_early_pgrep_should_find_a_chrome_process_the_tree_kill_missed(session_k
     cleanup = ChromeUltraAggressiveCleanup(graceful=False, **session_kwargs)
     with cleanup:
         snap = fh.snapshot(cleanup, settle=True)
-        missed = snap.main_browser  # carries the profile dir on its command line
-        # stopped, it cannot exit by itself when chromedriver dies (SIGKILL still works)
+        # a crashpad handler: the root on its command line (--database), its own
+        # session (so the tree-kill's group kill of chromedriver's group misses it)
+        outside = [pid for pid in snap.browser if os.getpgid(pid) != os.getpgid(snap.chromedriver)]
+        assert outside, f"every process is in chromedriver's group: {snap.names}"
+        missed = outside[0]
+        # stopped, it cannot exit by itself when the browser dies (SIGKILL still works)
         fh.suspend([snap.procs[missed]])
         _hide_from_first_tree_kill(monkeypatch, missed)
         # nothing after the tree-kill may take it before the os-kill stage does
@@ -149,4 +154,31 @@ def test_early_pgrep_should_find_a_chrome_process_the_tree_kill_missed(session_k
     # what the tree-kill had already killed is not counted again
     assert not set(actions) & {pid for pid, out in first_kill.items() if out == "killed"}, str(report)
     assert report.ok, str(report)
+    fh.assert_session_gone(snap)
+
+
+def test_tree_kill_should_end_a_member_of_chromedrivers_group_that_discovery_missed(
+    session_kwargs, monkeypatch
+):
+    # The group kill ends chromedriver's whole group in one system call: a
+    # member discovery did not see (hidden here, and stopped so that it cannot
+    # exit by itself) is killed, and waited for until it has exited, by the
+    # first tree-kill, before any later stage or pass could look for it.
+    cleanup = ChromeUltraAggressiveCleanup(graceful=False, **session_kwargs)
+    with cleanup:
+        snap = fh.snapshot(cleanup, settle=True)
+        missed = snap.main_browser
+        assert os.getpgid(missed) == os.getpgid(snap.chromedriver)
+        fh.suspend([snap.procs[missed]])
+        _hide_from_first_tree_kill(monkeypatch, missed)
+        for stage in ("stage_ports", "stage_os_kill"):
+            fh.replace_first_calls(monkeypatch, _teardown, stage, fh.noop_stage)
+    report = cleanup.report
+    first = {a.pid: a for a in fh.stages_of(report, Stage.KILL_TREE)[0].killed}
+    # killed by the group kill; if it was still exiting when the stage looked
+    # at the group again, it was waited for as a member of the group
+    if missed in first:
+        assert (first[missed].outcome, first[missed].via) == ("killed", "group"), str(report)
+    assert not fh.is_alive(snap.procs[missed]), "the group kill missed it"
+    assert report.passes == 1 and report.ok, str(report)
     fh.assert_session_gone(snap)

@@ -266,3 +266,42 @@ def test_process_table_should_match_psutil_and_parse_a_name_with_spaces_and_pare
             child.kill()
         child.wait()
         child.stdout.close()
+
+
+GROUP_LEADER = (
+    "import os, sys, time\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    time.sleep(60)\n"
+    "    os._exit(0)\n"
+    "print(pid, flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kill_group_should_end_the_leader_and_its_group_only_for_the_right_identity(backend):
+    leader = subprocess.Popen(
+        [sys.executable, "-S", "-c", GROUP_LEADER], stdout=subprocess.PIPE, start_new_session=True
+    )
+    member = None
+    try:
+        assert leader.stdout is not None
+        member = psutil.Process(int(leader.stdout.readline()))
+        pid, ct = identity(leader)
+        assert os.getpgid(member.pid) == pid
+
+        assert backend.kill_group(pid, ct + 5.0) is SignalResult.REUSED
+        assert not h.wait_until(lambda: leader.poll() is not None, timeout=0.3)
+        assert member.is_running()
+
+        assert backend.kill_group(pid, ct) is SignalResult.SENT
+        assert leader.wait(timeout=10) == -signal.SIGKILL
+        assert h.wait_until(lambda: not h.pid_running(member.pid, member.create_time()), timeout=10)
+    finally:
+        if leader.poll() is None:
+            leader.kill()
+        leader.wait()
+        if member is not None and h.pid_running(member.pid):
+            member.kill()
+        leader.stdout.close()
