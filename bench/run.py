@@ -36,6 +36,7 @@ import psutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)  # pool_bench, also when this file is loaded as a module (tests)
 
 from pool_bench import bench_pool, render_pool  # noqa: E402
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 
+import psutil
 import pytest
 from selenium.webdriver import ChromeOptions
 
@@ -60,15 +61,26 @@ def test_four_sessions_in_threads_each_close_only_their_own(crash, session_kwarg
         assert not errors, errors
         assert len({c.root for c in cleanups}) == N
         snaps = [crash.snapshot({"root": c.root, "pids": {}}) for c in cleanups]
+        existing = set(psutil.pids())  # a kill outside this set hit a process born after the snapshots
         for snap in snaps:
             assert len(crash.running(snap)) >= 5, snap
         _disjoint(snaps)
 
+        def assert_only_own(i: int, killed: set[int]) -> None:
+            """Killed: some of session i's snapshot, none of another session's,
+            and nothing else that already ran at snapshot time (a helper
+            Chrome started since then may be killed: it is not in any snapshot)."""
+            own = set(snaps[i])
+            others = set().union(*(set(s) for j, s in enumerate(snaps) if j != i))
+            assert killed & own, f"session {i} killed none of its own: {killed}"
+            assert not killed & others, f"session {i} killed another session's {killed & others}"
+            stray = (killed - own) & existing
+            assert not stray, f"session {i} killed {stray}: running at the snapshot, not its own"
+
         # while 3 are open, close the 4th: only its own processes are signalled
         report = cleanups[-1].close()
         assert report.ok, str(report)
-        killed = {a.pid for a in report.killed}
-        assert killed and killed <= set(snaps[-1]), f"killed {killed - set(snaps[-1])}, not its own"
+        assert_only_own(N - 1, {a.pid for a in report.killed})
         assert crash.gone({cleanups[-1].root: snaps[-1]})
         for i in range(N - 1):
             assert crash.running(snaps[i]) == sorted(snaps[i]), f"session {i} lost processes"
@@ -87,7 +99,7 @@ def test_four_sessions_in_threads_each_close_only_their_own(crash, session_kwarg
             t.join(60)
         for i, rep in enumerate(reports):
             assert rep is not None and rep.ok, str(rep)
-            assert {a.pid for a in rep.killed} <= set(snaps[i])
+            assert_only_own(i, {a.pid for a in rep.killed})
         assert crash.gone({c.root: s for c, s in zip(cleanups, snaps)})
     finally:
         for c in cleanups:
