@@ -80,3 +80,11 @@ def bystander():
         by.assert_alive()
     finally:
         h.stop_bystander(by)
+
+
+def pytest_unconfigure(config):
+    # Also after runs that never start a session (``--help``, ``--collect-only``
+    # errors): tests/_helpers.py made the run dir at import.
+    if os.path.isdir(h.RUN_ROOT):
+        h.kill_all(h.processes_under(h.RUN_ROOT))
+        shutil.rmtree(h.RUN_ROOT, ignore_errors=True)
