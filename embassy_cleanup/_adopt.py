@@ -44,7 +44,6 @@ import os
 import re
 import secrets
 import tempfile
-import threading
 import time
 import warnings
 import weakref
@@ -57,7 +56,14 @@ from ._errors import CleanupIncomplete, ConfigError
 from ._ownership import OwnedProcess, ProcessTracker, root_in_args
 from ._report import CleanupReport, Leftover, Stage
 from ._session import _release_driver
-from ._teardown import TERM_GRACE, TeardownInterrupted, TeardownTarget, _remove_tree, run_teardown
+from ._teardown import (
+    TERM_GRACE,
+    TeardownInterrupted,
+    TeardownOnce,
+    TeardownTarget,
+    _remove_tree,
+    run_teardown,
+)
 
 log = logging.getLogger("embassy_cleanup")
 
@@ -248,7 +254,7 @@ def _remove_singleton_dir(path: str) -> tuple[bool, str | None]:
     return problem is None, problem
 
 
-class _AdoptState:
+class _AdoptState(TeardownOnce):
     """What teardown needs, apart from the public object (the finalizer holds it).
 
     Listed in ``_watchdog._live`` like a session's state: signal handlers
@@ -259,53 +265,24 @@ class _AdoptState:
     def __init__(
         self, label: str, target: TeardownTarget, found: AdoptFindings, budget: float, watchdog: bool
     ) -> None:
+        super().__init__()
         self.label = label
         self.target = target
         self.found = found
         self.budget = budget
         self.watchdog = watchdog
-        self.owner_pid = os.getpid()
-        self.report: CleanupReport | None = None
-        self.hooks: list[Any] = []  # objects with .session_closed(state); see _watchdog
-        self._lock = threading.Lock()
-        self._running_in: int | None = None
 
     @property
-    def session_id(self) -> str:
+    def session_id(self) -> str:  # type: ignore[override]
         return self.label
 
-    def teardown(self) -> CleanupReport | None:
-        """Run the stages once (in the adopting process only); return the report."""
-        if os.getpid() != self.owner_pid:
-            return None  # a fork()-ed child must not tear down its parent's browser
-        if not self._lock.acquire(blocking=False):
-            if self._running_in == threading.get_ident():
-                return None  # re-entered from a signal handler: the outer call finishes
-            with self._lock:  # another thread is tearing down: wait for its report
-                return self.report
-        try:
-            if self.report is not None:
-                return self.report
-            self._running_in = threading.get_ident()
-            interrupted: BaseException | None = None
-            try:
-                report = run_teardown(self.target, self.budget)
-            except TeardownInterrupted as held:
-                report, interrupted = held.report, held.original
-            _release_driver(self.target.driver)
-            self.target.driver = None
-            self.report = _amend(report, self.found)
-            for hook in self.hooks:  # unregister from the watchdog
-                try:
-                    hook.session_closed(self)
-                except Exception as err:  # never let bookkeeping hide the report
-                    log.warning("%s: %s", self.label, err)
-            if interrupted is not None:
-                raise interrupted
-            return self.report
-        finally:
-            self._running_in = None
-            self._lock.release()
+    def _run(self) -> CleanupReport:
+        return run_teardown(self.target, self.budget)
+
+    def _finish(self, report: CleanupReport) -> CleanupReport:
+        _release_driver(self.target.driver)
+        self.target.driver = None
+        return _amend(report, self.found)
 
 
 def _amend(report: CleanupReport, found: AdoptFindings) -> CleanupReport:

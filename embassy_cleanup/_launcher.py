@@ -297,6 +297,38 @@ def _service_class() -> type:
     return OwnedService
 
 
+def webdriver_reason(err: Any) -> str:
+    """The reason in a WebDriverException, in one line.
+
+    chromedriver's first line is often just "session not created"; the reason
+    follows ("from unknown error: ..."): keep both, drop the documentation
+    link and any stack trace."""
+    lines = [ln.strip() for ln in (getattr(err, "msg", None) or str(err)).splitlines() if ln.strip()]
+    return "; ".join(ln.split("; For documentation")[0] for ln in lines[:2]) or repr(err)
+
+
+def _chromedriver_session(
+    opts: SessionOptions,
+    session_id: str,
+    paths: SessionPaths,
+    driver_path: str,
+    options: Any,
+    on_spawn: Callable[[Any], object],
+) -> tuple[WebDriver, Any]:
+    """Start chromedriver (in its own session, with our environment) and a
+    WebDriver session on it; ``on_spawn`` records chromedriver's Popen.
+    Returns the driver and its Service."""
+    from selenium import webdriver
+
+    service = _service_class()(
+        executable_path=driver_path,
+        env=child_env(opts, session_id, paths),
+        popen_kw=_platform.new_session_popen_kw(),
+    )
+    service.on_spawn = on_spawn
+    return webdriver.Chrome(service=service, options=options), service
+
+
 def start_driver(
     opts: SessionOptions,
     session_id: str,
@@ -325,20 +357,10 @@ def start_driver(
     if binary is not None:
         options.binary_location = binary
 
-    service = _service_class()(
-        executable_path=driver_path,
-        env=child_env(opts, session_id, paths),
-        popen_kw=_platform.new_session_popen_kw(),
-    )
-    service.on_spawn = on_spawn
     try:
-        driver = webdriver.Chrome(service=service, options=options)
+        driver, service = _chromedriver_session(opts, session_id, paths, driver_path, options, on_spawn)
     except WebDriverException as err:
-        # chromedriver's first line is often just "session not created"; the
-        # reason follows ("from unknown error: ..."): keep both, drop the
-        # documentation link and any stack trace.
-        lines = [ln.strip() for ln in (err.msg or str(err)).splitlines() if ln.strip()]
-        reason = "; ".join(ln.split("; For documentation")[0] for ln in lines[:2]) or repr(err)
+        reason = webdriver_reason(err)
         raise LaunchError(
             f"Chrome did not start: {reason}"
             f" (binary={options.binary_location or 'chromedriver default'!r}, "
@@ -449,17 +471,10 @@ def _start_shell_session(
     options.debugger_address = f"127.0.0.1:{port}"
     if opts.options is not None:
         options.page_load_strategy = opts.options.page_load_strategy
-    service = _service_class()(
-        executable_path=driver_path,
-        env=child_env(opts, session_id, paths),
-        popen_kw=_platform.new_session_popen_kw(),
-    )
-    service.on_spawn = on_spawn
     try:
-        driver = webdriver.Chrome(service=service, options=options)
+        driver, service = _chromedriver_session(opts, session_id, paths, driver_path, options, on_spawn)
     except WebDriverException as err:
-        lines = [ln.strip() for ln in (err.msg or str(err)).splitlines() if ln.strip()]
-        reason = "; ".join(ln.split("; For documentation")[0] for ln in lines[:2]) or repr(err)
+        reason = webdriver_reason(err)
         raise LaunchError(
             f"chromedriver could not attach to the headless shell on port {port}: {reason} "
             f"(shell={shell!r}, driver={driver_path!r})",

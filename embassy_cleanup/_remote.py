@@ -234,8 +234,9 @@ def start_session(state: Any) -> WebDriver:
     try:
         driver = webdriver.Remote(command_executor=url, options=chrome_options(opts, state.session_id))
     except Exception as err:  # WebDriverException, urllib3 errors: all mean "no session"
-        lines = [ln.strip() for ln in (getattr(err, "msg", None) or str(err)).splitlines() if ln.strip()]
-        reason = "; ".join(lines[:2]) or repr(err)
+        from ._launcher import webdriver_reason
+
+        reason = webdriver_reason(err)
         raise LaunchError(
             f"Selenium Grid at {url!r} did not create a session: {reason}; check the Grid's "
             "log, its free slots and the node's Chrome",

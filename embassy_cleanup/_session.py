@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import threading
 import time
 import warnings
 import weakref
@@ -34,7 +33,7 @@ from ._options import SessionOptions, validate
 from ._ownership import ProcessTracker
 from ._presets import DEFAULT_PRESET
 from ._report import CleanupReport, Leftover, Stage, StageResult
-from ._teardown import TeardownInterrupted, TeardownTarget, run_teardown
+from ._teardown import TeardownOnce, TeardownTarget, run_teardown
 
 if TYPE_CHECKING:  # pragma: no cover
     import os
@@ -45,71 +44,37 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("embassy_cleanup")
 
 
-class _SessionState:
+class _SessionState(TeardownOnce):
     """What teardown needs, held apart from the public object so that the
     finalizer can run it without keeping the session alive."""
 
     def __init__(self, session_id: str, opts: SessionOptions) -> None:
+        super().__init__()
         self.session_id = session_id
-        self.owner_pid = os.getpid()
         self.opts = opts
         self.target: TeardownTarget | None = None
-        self.report: CleanupReport | None = None
-        self.hooks: list[Any] = []  # objects with .session_closed(state); see _watchdog
-        self._lock = threading.Lock()
-        self._running_in: int | None = None
 
-    def teardown(self) -> CleanupReport | None:
-        """Run the staged teardown once; return its report.
+    def _run(self) -> CleanupReport:
+        target = self.target
+        if target is None:  # never started: nothing is ours, so touch nothing
+            return CleanupReport(
+                self.session_id,
+                tuple(StageResult(st, 0.0, skipped_reason="the session never started") for st in Stage),
+                (),
+                0.0,
+                passes=0,
+            )
+        if self.opts.remote_url is not None:  # a Grid session: see _remote
+            from ._remote import run_remote_teardown
 
-        Only in the process that started the session: a ``fork()``-ed child
-        inherits the session object, and its exit (finalizers, signal
-        handlers) must not tear down its parent's browser.
-        """
-        if os.getpid() != self.owner_pid:
-            return None
-        if not self._lock.acquire(blocking=False):
-            if self._running_in == threading.get_ident():
-                return None  # re-entered from a signal handler: the outer call finishes
-            with self._lock:  # another thread is tearing down: wait for its report
-                return self.report
-        try:
-            if self.report is not None:
-                return self.report
-            self._running_in = threading.get_ident()
-            target = self.target
-            if target is None:  # never started: nothing is ours, so touch nothing
-                self.report = CleanupReport(
-                    self.session_id,
-                    tuple(StageResult(st, 0.0, skipped_reason="the session never started") for st in Stage),
-                    (),
-                    0.0,
-                    passes=0,
-                )
-                return self.report
-            interrupted: BaseException | None = None
-            try:
-                if self.opts.remote_url is not None:  # a Grid session: see _remote
-                    from ._remote import run_remote_teardown
+            return run_remote_teardown(target, self.opts.cleanup_timeout)  # type: ignore[arg-type]
+        return run_teardown(target, self.opts.cleanup_timeout)
 
-                    self.report = run_remote_teardown(target, self.opts.cleanup_timeout)  # type: ignore[arg-type]
-                else:
-                    self.report = run_teardown(target, self.opts.cleanup_timeout)
-            except TeardownInterrupted as held:  # finished; re-raised below
-                self.report, interrupted = held.report, held.original
-            _release_driver(target.driver)
-            target.driver = None  # drop the WebDriver: nothing more to say to it
-            for hook in self.hooks:
-                try:
-                    hook.session_closed(self)
-                except Exception as err:  # never let bookkeeping hide the report
-                    log.warning("session %s: %s", self.session_id, err)
-            if interrupted is not None:
-                raise interrupted
-            return self.report
-        finally:
-            self._running_in = None
-            self._lock.release()
+    def _finish(self, report: CleanupReport) -> CleanupReport:
+        if self.target is not None:
+            _release_driver(self.target.driver)
+            self.target.driver = None  # drop the WebDriver: nothing more to say to it
+        return report
 
 
 def _release_driver(driver: Any) -> None:
@@ -326,9 +291,7 @@ class ChromeUltraAggressiveCleanup:
             procs = tracker.discover()
             _watchdog.update_record(self._state)
         except BaseException as err:
-            report = self._state.teardown()
-            if isinstance(err, LaunchError) and report is not None:
-                err.report = err.details["report"] = report
+            self._undo_start(err)
             raise
         self.driver = driver
         log.info(
@@ -351,9 +314,7 @@ class ChromeUltraAggressiveCleanup:
             # a selenium Remote WebDriver: the same API as the local Chrome one
             driver: Any = start_session(self._state)
         except BaseException as err:
-            report = self._state.teardown()
-            if isinstance(err, LaunchError) and report is not None:
-                err.report = err.details["report"] = report
+            self._undo_start(err)
             raise
         self.driver = driver
         log.info(
@@ -364,6 +325,13 @@ class ChromeUltraAggressiveCleanup:
             self.options.remote_url,
         )
         return driver
+
+    def _undo_start(self, err: BaseException) -> None:
+        """A start that failed after creating anything tears it down before the
+        error propagates; a LaunchError carries that teardown's report."""
+        report = self._state.teardown()
+        if isinstance(err, LaunchError) and report is not None:
+            err.report = err.details["report"] = report
 
     def _after_root_created(self) -> None:
         """Crash safety: the owner lock and record, the watchdog, the stale sweep."""

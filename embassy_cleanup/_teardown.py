@@ -458,6 +458,75 @@ class TeardownInterrupted(BaseException):
         self.original = original
 
 
+class TeardownOnce:
+    """Runs one teardown once, in the process that started what it tears down.
+
+    The lifecycle rules every owner of a teardown shares (a session, an
+    adopted driver):
+
+    * only in the owner process: a ``fork()``-ed child inherits the object,
+      and its exit (finalizers, signal handlers) must not tear down its
+      parent's browser (``teardown()`` returns None there);
+    * once: ``__exit__``, ``close()``, a signal handler or a finalizer may all
+      call it; later calls return the same report, a call from another thread
+      waits for the running one's report, and a call re-entered from a signal
+      handler in the running thread returns None at once;
+    * a KeyboardInterrupt/SystemExit held by the stages is re-raised only
+      after the report exists and the hooks ran.
+
+    Subclasses provide ``session_id`` and :meth:`_run` (the stages; may raise
+    :class:`TeardownInterrupted`), and may refine :meth:`_finish`.  ``hooks``
+    hold objects with ``.session_closed(state)`` (see ``_watchdog``).
+    """
+
+    session_id: str
+
+    def __init__(self) -> None:
+        self.owner_pid = os.getpid()
+        self.report: CleanupReport | None = None
+        self.hooks: list[Any] = []
+        self._lock = threading.Lock()
+        self._running_in: int | None = None
+
+    def _run(self) -> CleanupReport:
+        raise NotImplementedError
+
+    def _finish(self, report: CleanupReport) -> CleanupReport:
+        """After the stages, before the hooks: what the subclass adds."""
+        return report
+
+    def teardown(self) -> CleanupReport | None:
+        """Run the teardown once; return its report (see the class docstring)."""
+        if os.getpid() != self.owner_pid:
+            return None
+        if not self._lock.acquire(blocking=False):
+            if self._running_in == threading.get_ident():
+                return None  # re-entered from a signal handler: the outer call finishes
+            with self._lock:  # another thread is tearing down: wait for its report
+                return self.report
+        try:
+            if self.report is not None:
+                return self.report
+            self._running_in = threading.get_ident()
+            interrupted: BaseException | None = None
+            try:
+                report = self._run()
+            except TeardownInterrupted as held:  # finished; re-raised below
+                report, interrupted = held.report, held.original
+            self.report = self._finish(report)
+            for hook in self.hooks:
+                try:
+                    hook.session_closed(self)
+                except Exception as err:  # never let bookkeeping hide the report
+                    log.warning("%s: %s", self.session_id, err)
+            if interrupted is not None:
+                raise interrupted
+            return self.report
+        finally:
+            self._running_in = None
+            self._lock.release()
+
+
 def run_teardown(
     target: TeardownTarget, budget: float, now: Callable[[], float] = time.monotonic
 ) -> CleanupReport:
