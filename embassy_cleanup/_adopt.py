@@ -285,6 +285,24 @@ class _AdoptState(TeardownOnce):
         return _amend(report, self.found)
 
 
+def _finish_singleton_dir(
+    path: str, removed: list[str], notes: list[str], errors: list[str], leftovers: list[Leftover]
+) -> None:
+    """Remove Chromium's singleton dir once nothing of the driver runs (a
+    running browser would re-create its socket); record the outcome in the
+    profile stage's lists and the report's leftovers."""
+    if any(lo.kind == "process" for lo in leftovers):
+        notes.append(f"singleton dir {path} kept: a process of the driver still runs")
+        return
+    done, problem = _remove_singleton_dir(path)
+    if done:
+        removed.append(path)
+    elif problem is not None:
+        errors.append(problem)
+    if os.path.lexists(path) and problem is None:
+        leftovers.append(Leftover("dir", path))
+
+
 def _amend(report: CleanupReport, found: AdoptFindings) -> CleanupReport:
     """Add what only adoption knows to the report: the singleton dir (removed
     once nothing of the driver runs), a kept profile dir, and the limits."""
@@ -305,16 +323,7 @@ def _amend(report: CleanupReport, found: AdoptFindings) -> CleanupReport:
         )
         notes.append(f"kept {found.profile_dir} ({why})")
     if found.singleton_dir is not None:
-        if any(lo.kind == "process" for lo in leftovers):
-            notes.append(f"singleton dir {found.singleton_dir} kept: a process of the driver still runs")
-        else:
-            done, problem = _remove_singleton_dir(found.singleton_dir)
-            if done:
-                removed.append(found.singleton_dir)
-            elif problem is not None:
-                errors.append(problem)
-            if os.path.lexists(found.singleton_dir) and problem is None:
-                leftovers.append(Leftover("dir", found.singleton_dir))
+        _finish_singleton_dir(found.singleton_dir, removed, notes, errors, leftovers)
     stages[idx[Stage.PROFILE]] = dataclasses.replace(
         profile, removed=tuple(removed), notes=tuple(notes), errors=tuple(errors), skipped_reason=skipped
     )
@@ -737,16 +746,7 @@ def reap_adopted(
         skipped = None
         notes.append("the profile dir was kept (chosen by the user): the watchdog was not told its path")
     if reg.singleton_dir is not None:
-        if any(lo.kind == "process" for lo in leftovers):
-            notes.append(f"singleton dir {reg.singleton_dir} kept: a process of the driver still runs")
-        else:
-            done, problem = _remove_singleton_dir(reg.singleton_dir)
-            if done:
-                removed.append(reg.singleton_dir)
-            elif problem is not None:
-                errors.append(problem)
-            if os.path.lexists(reg.singleton_dir) and problem is None:
-                leftovers.append(Leftover("dir", reg.singleton_dir))
+        _finish_singleton_dir(reg.singleton_dir, removed, notes, errors, leftovers)
     stages[idx[Stage.PROFILE]] = dataclasses.replace(
         profile, removed=tuple(removed), notes=tuple(notes), errors=tuple(errors), skipped_reason=skipped
     )
