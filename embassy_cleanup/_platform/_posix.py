@@ -138,11 +138,24 @@ def process_group_of(pid: int) -> int | None:
         return None
 
 
+def ere_literal(marker: str) -> str:
+    """An extended regex that matches ``marker`` literally, and that does not
+    contain ``marker`` itself: the first character goes in brackets.  pgrep's
+    own command line carries the pattern, and a pattern that spelled the
+    marker out would make pgrep look like one of the session's processes to a
+    discovery running meanwhile (which then killed it mid-search)."""
+    escaped = ["\\" + c if c in _ERE_SPECIAL else c for c in marker]
+    for i, c in enumerate(marker):
+        if c not in "]^\\-":  # inside brackets every other character is literal
+            escaped[i] = f"[{c}]"
+            break
+    return "".join(escaped)
+
+
 def os_find_by_marker(marker: str) -> list[int]:
     if _PGREP is None:
         return []
-    # pgrep takes an extended regex: match the marker literally.
-    pattern = "".join("\\" + c if c in _ERE_SPECIAL else c for c in marker)
+    pattern = ere_literal(marker)
     out = subprocess.run(
         [_PGREP, "-u", str(os.getuid()), "-f", "--", pattern],
         capture_output=True,

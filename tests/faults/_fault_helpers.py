@@ -242,3 +242,31 @@ def write_executable(path: str, text: str) -> str:
         fh.write(text)
     os.chmod(path, 0o755)
     return path
+
+
+#: A helper that keeps re-creating ``<root>/profile/late`` (F14): it carries
+#: the session's env marker, so discovery finds it unless a test hides it.
+LATE_HELPER = (
+    "import os, sys, time\n"
+    "late = os.path.join(sys.argv[1], 'profile', 'late')\n"
+    "print('up', flush=True)\n"
+    "while True:\n"
+    "    try:\n"
+    "        os.makedirs(late, exist_ok=True)\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "    time.sleep(0.005)\n"
+)
+
+
+def start_late_helper(session_id: str, root: str) -> subprocess.Popen[bytes]:
+    """Start LATE_HELPER for the session (``root``), and return once it has
+    created its dir."""
+    helper = subprocess.Popen(
+        [sys.executable, "-c", LATE_HELPER, root],
+        env=dict(os.environ, EMBASSY_CLEANUP_SESSION=session_id),
+        stdout=subprocess.PIPE,
+    )
+    assert helper.stdout is not None and helper.stdout.readline().strip() == b"up"
+    assert h.wait_until(lambda: os.path.isdir(os.path.join(root, "profile", "late")), timeout=5)
+    return helper

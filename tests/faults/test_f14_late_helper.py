@@ -12,8 +12,6 @@ verification, and the os-kill stage does nothing on the first pass.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -24,17 +22,6 @@ from tests.faults import _fault_helpers as fh
 
 pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("bystander")]
 
-LATE_HELPER = (
-    "import os, sys, time\n"
-    "late = os.path.join(sys.argv[1], 'profile', 'late')\n"
-    "print('up', flush=True)\n"
-    "while True:\n"
-    "    try:\n"
-    "        os.makedirs(late, exist_ok=True)\n"
-    "    except OSError:\n"
-    "        pass\n"
-    "    time.sleep(0.005)\n"
-)
 
 
 def test_late_helper_recreating_the_profile_should_be_killed_by_a_second_pass(
@@ -46,13 +33,7 @@ def test_late_helper_recreating_the_profile_should_be_killed_by_a_second_pass(
         with cleanup:
             snap = fh.snapshot(cleanup)
             root = snap.root
-            helper = subprocess.Popen(
-                [sys.executable, "-c", LATE_HELPER, root],
-                env=dict(os.environ, EMBASSY_CLEANUP_SESSION=cleanup.session_id),
-                stdout=subprocess.PIPE,
-            )
-            assert helper.stdout is not None and helper.stdout.readline().strip() == b"up"
-            assert h.wait_until(lambda: os.path.isdir(os.path.join(root, "profile", "late")), timeout=5)
+            helper = fh.start_late_helper(cleanup.session_id, root)
             _hide_until_first_verify(monkeypatch, helper.pid)
             fh.replace_first_calls(monkeypatch, _teardown, "stage_os_kill", fh.noop_stage)
         report = cleanup.report

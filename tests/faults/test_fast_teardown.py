@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -25,7 +23,6 @@ from embassy_cleanup import ChromeUltraAggressiveCleanup, Stage, _teardown
 from embassy_cleanup._ownership import ProcessTracker
 from tests import _helpers as h
 from tests.faults import _fault_helpers as fh
-from tests.faults.test_f14_late_helper import LATE_HELPER
 
 pytestmark = pytest.mark.chrome
 
@@ -64,13 +61,7 @@ def test_fast_teardown_should_remove_again_a_dir_recreated_after_the_early_remov
         with cleanup:
             snap = fh.snapshot(cleanup)
             root = snap.root
-            helper = subprocess.Popen(
-                [sys.executable, "-c", LATE_HELPER, root],
-                env=dict(os.environ, EMBASSY_CLEANUP_SESSION=cleanup.session_id),
-                stdout=subprocess.PIPE,
-            )
-            assert helper.stdout is not None and helper.stdout.readline().strip() == b"up"
-            assert h.wait_until(lambda: os.path.isdir(os.path.join(root, "profile", "late")), timeout=5)
+            helper = fh.start_late_helper(cleanup.session_id, root)
             _hide_from_first_tree_kill(monkeypatch, helper.pid)
             # os-kill is the backstop that would otherwise find it in the first pass
             fh.replace_first_calls(monkeypatch, _teardown, "stage_os_kill", fh.noop_stage)

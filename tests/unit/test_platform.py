@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -216,6 +217,31 @@ def test_os_find_by_marker_should_take_the_marker_literally(spawn):
     marked = spawn(marker)
 
     assert marked.pid in _platform.os_find_by_marker(marker)
+
+
+@pytest.mark.parametrize(
+    "marker",
+    ["/tmp/s/embassy_cleanup-0123456789ab", "./rel", "-dash/x", "]odd", "^caret", "\\back", "a.b*c"],
+)
+def test_the_pgrep_pattern_should_match_the_marker_literally_without_spelling_it_out(marker):
+    """pgrep's own command line carries the pattern: if it contained the
+    marker, a discovery running meanwhile took pgrep for the session's and
+    killed it mid-search (a flaky os-kill stage, seen in the fast teardown)."""
+    from embassy_cleanup._platform._posix import ere_literal
+
+    pattern = ere_literal(marker)
+    assert marker not in pattern
+    assert re.fullmatch(pattern, marker), pattern
+    assert not re.fullmatch(pattern, marker + "x")
+
+
+def test_the_cmdline_marker_should_not_match_pgreps_own_argv():
+    from embassy_cleanup._ownership import root_in_args
+    from embassy_cleanup._platform._posix import ere_literal
+
+    marker = os.path.join(h.SESSIONS_ROOT, "embassy_cleanup-pgrep-self")
+    assert root_in_args(marker, ["pgrep", "-u", "0", "-f", "--", marker])  # the old argv
+    assert not root_in_args(marker, ["pgrep", "-u", "0", "-f", "--", ere_literal(marker)])
 
 
 @pytest.mark.skipif(not _platform.HAVE_PIDFD, reason="no pidfds here")
