@@ -260,7 +260,7 @@ def stage_os_kill(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None
     early, clock.early_search = clock.early_search, None
     searched = early.result(clock.remaining()) if early is not None else None
     if searched is not None:
-        run.notes.append("pgrep ran while the killed processes exited")
+        run.notes.append("pgrep ran early, during the tree-kill")
     for pid in searched if searched is not None else _platform.os_find_by_marker(target.root):
         if pid in excluded:  # self-match: a shell or Python whose argv carries the marker
             continue
@@ -395,7 +395,7 @@ def stage_profile(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None
             return
         if early.existed and not os.path.lexists(target.root):
             run.removed.append(target.root)
-            run.notes.append("removed while the killed processes exited")
+            run.notes.append("removed early, during the tree-kill")
             return
         if early.error:
             run.notes.append(f"early removal: {early.error}; trying again")

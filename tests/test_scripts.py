@@ -32,7 +32,7 @@ def test_cleanup_chrome_sh_is_shellcheck_clean():
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         if os.environ.get("CI"):
-            pytest.fail("shellcheck is missing in CI (make bootstrap installs it)")
+            pytest.fail("shellcheck is missing in CI (scripts/bootstrap.sh installs it)")
         pytest.skip("shellcheck is not installed")
 
     out = subprocess.run(

@@ -68,7 +68,7 @@ def test_fast_teardown_should_remove_again_a_dir_recreated_after_the_early_remov
         report = cleanup.report
         profiles = fh.stages_of(report, Stage.PROFILE)
         early = {
-            "removed while the killed processes exited",
+            "removed early, during the tree-kill",
             "the dir was re-created during the early removal; removing again",
         }
         assert early & set(profiles[0].notes), str(report)
@@ -138,7 +138,7 @@ def test_early_pgrep_should_find_a_chrome_process_the_tree_kill_missed(session_k
     first_kill = fh.outcomes(fh.stages_of(report, Stage.KILL_TREE)[:1])
     assert missed not in first_kill, str(report)
     os_kill = fh.stages_of(report, Stage.OS_KILL)[0]
-    assert "pgrep ran while the killed processes exited" in os_kill.notes, str(report)
+    assert "pgrep ran early, during the tree-kill" in os_kill.notes, str(report)
     actions = {a.pid: a for a in os_kill.killed}
     assert actions.get(missed) is not None and actions[missed].outcome == "killed", str(report)
     assert {a.via for a in actions.values()} == {"os-tool"}, str(report)

@@ -1,0 +1,40 @@
+#!/bin/sh
+# The project's commands, with nothing needed but sh on a fresh Debian (no make):
+#   sh scripts/run.sh demo    the main job: a bot job on a built-in local page, with its cleanup report
+#   sh scripts/run.sh test    the whole suite: lint, then pytest (what CI runs, through .ci/run)
+#   sh scripts/run.sh lint    ruff, mypy and shellcheck
+#   sh scripts/run.sh bench   the benchmarks (writes docs/benchmarks.md)
+# Each first runs scripts/bootstrap.sh, which installs what is missing (as root
+# for Debian packages). Extra arguments go to the command (demo, pytest, bench).
+set -eu
+cd "$(dirname "$0")/.."
+
+usage() {
+    echo "usage: sh scripts/run.sh demo|test|lint|bench [ARGS...]" >&2
+    exit 2
+}
+
+lint() {
+    .venv/bin/python -m ruff check embassy_cleanup tests bench
+    .venv/bin/python -m mypy --ignore-missing-imports embassy_cleanup
+    shellcheck cleanup_chrome.sh scripts/bootstrap.sh scripts/run.sh .ci/run
+}
+
+[ $# -ge 1 ] || usage
+what=$1
+shift
+case $what in
+    demo | test | lint | bench) ;;
+    *) usage ;;
+esac
+
+sh scripts/bootstrap.sh
+case $what in
+    demo) exec .venv/bin/python -m embassy_cleanup demo "$@" ;;
+    lint) lint ;;
+    test)
+        lint
+        exec .venv/bin/python -m pytest -ra "$@"
+        ;;
+    bench) exec .venv/bin/python bench/run.py "$@" ;;
+esac
