@@ -285,6 +285,19 @@ def _service_class() -> type:
 
         on_spawn: Callable[[subprocess.Popen[bytes]], Any] | None = None
 
+        # chromedriver listens on the loopback address; Selenium reaches it as
+        # "localhost", which needs /etc/hosts (absent in a bare chroot or a
+        # minimal image: "Can not connect to the Service") and may resolve to
+        # ::1 first.  The address itself needs neither.
+        @property
+        def service_url(self) -> str:
+            return f"http://127.0.0.1:{self.port}"
+
+        def is_connectable(self) -> bool:
+            from selenium.webdriver.common import utils
+
+            return bool(utils.is_connectable(self.port, host="127.0.0.1"))
+
         def start(self) -> None:
             try:
                 super().start()
