@@ -292,6 +292,15 @@ def _remove_orphan_profile(
 
     if profile_origin(profile, jvm_env) != "chromedriver":
         return None, f"profile {profile} kept: not a chromedriver temp profile", None
+    # What still names this orphan's profile on its command line is the
+    # orphan's too (its crashpad handlers: --database=<profile>/...), and
+    # would write into the dir while it goes: end it first.
+    users = ProcessTracker("", profile)
+    stragglers = [p for p in users.discover().values() if p.is_running()]
+    if stragglers:
+        _actions, survivors = users.kill_tree(stragglers, 0.5, 5.0)
+        if survivors:
+            return None, None, f"profile {profile} left: {len(survivors)} process(es) using it survived"
     single = _singleton_dir(profile)
     removed = []
     problem = _remove_tree(profile)
