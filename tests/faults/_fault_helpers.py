@@ -270,3 +270,34 @@ def start_late_helper(session_id: str, root: str) -> subprocess.Popen[bytes]:
     assert helper.stdout is not None and helper.stdout.readline().strip() == b"up"
     assert h.wait_until(lambda: os.path.isdir(os.path.join(root, "profile", "late")), timeout=5)
     return helper
+
+
+def hide_from_discovery(monkeypatch: Any, pid: int, *, until: str, starts: bool) -> None:
+    """Discovery neither sees nor records ``pid`` until the first call of the
+    teardown stage ``until`` (a ``_teardown`` function name) starts
+    (``starts=True``) or has finished (``starts=False``)."""
+    from embassy_cleanup import _teardown
+    from embassy_cleanup._ownership import ProcessTracker
+
+    hidden = [True]
+    discover = ProcessTracker.discover
+    stage = getattr(_teardown, until)
+
+    def discover_hiding(self: ProcessTracker) -> Any:
+        found = discover(self)
+        if hidden[0]:
+            found.pop(pid, None)
+            with self._lock:
+                self.recorded.pop(pid, None)
+        return found
+
+    def stage_revealing(*args: Any) -> Any:
+        if starts:
+            hidden[0] = False
+        try:
+            return stage(*args)
+        finally:
+            hidden[0] = False
+
+    monkeypatch.setattr(ProcessTracker, "discover", discover_hiding)
+    monkeypatch.setattr(_teardown, until, stage_revealing)

@@ -16,7 +16,6 @@ import os
 import pytest
 
 from embassy_cleanup import ChromeUltraAggressiveCleanup, Stage, _teardown
-from embassy_cleanup._ownership import ProcessTracker
 from tests import _helpers as h
 from tests.faults import _fault_helpers as fh
 
@@ -34,7 +33,7 @@ def test_late_helper_recreating_the_profile_should_be_killed_by_a_second_pass(
             snap = fh.snapshot(cleanup)
             root = snap.root
             helper = fh.start_late_helper(cleanup.session_id, root)
-            _hide_until_first_verify(monkeypatch, helper.pid)
+            fh.hide_from_discovery(monkeypatch, helper.pid, until="stage_verify", starts=True)
             fh.replace_first_calls(monkeypatch, _teardown, "stage_os_kill", fh.noop_stage)
         report = cleanup.report
         assert report.passes >= 2, str(report)
@@ -54,25 +53,3 @@ def test_late_helper_recreating_the_profile_should_be_killed_by_a_second_pass(
         if helper is not None:
             fh.stop(helper)
 
-
-def _hide_until_first_verify(monkeypatch, pid: int) -> None:
-    """Discovery does not see ``pid`` (nor records it) until the first
-    verification starts."""
-    hidden = [True]
-    discover = ProcessTracker.discover
-    verify = _teardown.stage_verify
-
-    def discover_hiding(self):
-        found = discover(self)
-        if hidden[0]:
-            found.pop(pid, None)
-            with self._lock:
-                self.recorded.pop(pid, None)
-        return found
-
-    def verify_revealing(*args):
-        hidden[0] = False
-        return verify(*args)
-
-    monkeypatch.setattr(ProcessTracker, "discover", discover_hiding)
-    monkeypatch.setattr(_teardown, "stage_verify", verify_revealing)

@@ -20,36 +20,11 @@ import shutil
 import pytest
 
 from embassy_cleanup import ChromeUltraAggressiveCleanup, Stage, _teardown
-from embassy_cleanup._ownership import ProcessTracker
 from tests import _helpers as h
 from tests.faults import _fault_helpers as fh
 
 pytestmark = pytest.mark.chrome
 
-
-def _hide_from_first_tree_kill(monkeypatch, pid: int) -> None:
-    """Discovery does not see ``pid`` (nor records it) until the first
-    tree-kill stage has finished."""
-    hidden = [True]
-    discover = ProcessTracker.discover
-    kill_tree = _teardown.stage_kill_tree
-
-    def discover_hiding(self):
-        found = discover(self)
-        if hidden[0]:
-            found.pop(pid, None)
-            with self._lock:
-                self.recorded.pop(pid, None)
-        return found
-
-    def kill_tree_then_reveal(*args):
-        try:
-            return kill_tree(*args)
-        finally:
-            hidden[0] = False
-
-    monkeypatch.setattr(ProcessTracker, "discover", discover_hiding)
-    monkeypatch.setattr(_teardown, "stage_kill_tree", kill_tree_then_reveal)
 
 
 def test_fast_teardown_should_remove_again_a_dir_recreated_after_the_early_removal(
@@ -62,7 +37,7 @@ def test_fast_teardown_should_remove_again_a_dir_recreated_after_the_early_remov
             snap = fh.snapshot(cleanup)
             root = snap.root
             helper = fh.start_late_helper(cleanup.session_id, root)
-            _hide_from_first_tree_kill(monkeypatch, helper.pid)
+            fh.hide_from_discovery(monkeypatch, helper.pid, until="stage_kill_tree", starts=False)
             # os-kill is the backstop that would otherwise find it in the first pass
             fh.replace_first_calls(monkeypatch, _teardown, "stage_os_kill", fh.noop_stage)
         report = cleanup.report
@@ -131,7 +106,7 @@ def test_early_pgrep_should_find_a_chrome_process_the_tree_kill_missed(session_k
         missed = outside[0]
         # stopped, it cannot exit by itself when the browser dies (SIGKILL still works)
         fh.suspend([snap.procs[missed]])
-        _hide_from_first_tree_kill(monkeypatch, missed)
+        fh.hide_from_discovery(monkeypatch, missed, until="stage_kill_tree", starts=False)
         # nothing after the tree-kill may take it before the os-kill stage does
         fh.replace_first_calls(monkeypatch, _teardown, "stage_ports", fh.noop_stage)
     report = cleanup.report
@@ -161,7 +136,7 @@ def test_tree_kill_should_end_a_member_of_chromedrivers_group_that_discovery_mis
         missed = snap.main_browser
         assert os.getpgid(missed) == os.getpgid(snap.chromedriver)
         fh.suspend([snap.procs[missed]])
-        _hide_from_first_tree_kill(monkeypatch, missed)
+        fh.hide_from_discovery(monkeypatch, missed, until="stage_kill_tree", starts=False)
         for stage in ("stage_ports", "stage_os_kill"):
             fh.replace_first_calls(monkeypatch, _teardown, stage, fh.noop_stage)
     report = cleanup.report
