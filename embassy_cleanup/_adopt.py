@@ -335,16 +335,9 @@ def _amend(report: CleanupReport, found: AdoptFindings) -> CleanupReport:
 
 
 def _finalize(state: _AdoptState) -> None:
-    if state.report is None and os.getpid() == state.owner_pid:
-        try:
-            warnings.warn(
-                f"embassy_cleanup: adopted driver {state.label} was not closed; tearing it down now "
-                "(use 'with adopt(driver):' or call close())",
-                ResourceWarning,
-                stacklevel=2,
-            )
-        finally:  # a warnings filter set to "error" must not stop the teardown
-            state.teardown()
+    state.finalize_unclosed(
+        f"embassy_cleanup: adopted driver {state.label}", "use 'with adopt(driver):' or call close()"
+    )
 
 
 class AdoptedSession:

@@ -118,16 +118,11 @@ def _process_memory(pid: int, create_time: float) -> int:
 
 
 def _finalize(state: _SessionState) -> None:
-    if state.report is None and state.target is not None and os.getpid() == state.owner_pid:
-        try:
-            warnings.warn(
-                f"embassy_cleanup session {state.session_id} was not closed; tearing it down now "
-                "(use 'with ChromeUltraAggressiveCleanup(...) as driver:' or call close())",
-                ResourceWarning,
-                stacklevel=2,
-            )
-        finally:  # a warnings filter set to "error" must not stop the teardown
-            state.teardown()
+    if state.target is not None:  # never started: nothing to tear down, nothing to warn about
+        state.finalize_unclosed(
+            f"embassy_cleanup session {state.session_id}",
+            "use 'with ChromeUltraAggressiveCleanup(...) as driver:' or call close()",
+        )
 
 
 class ChromeUltraAggressiveCleanup:

@@ -29,6 +29,7 @@ import stat
 import threading
 import time
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
@@ -494,6 +495,19 @@ class TeardownOnce:
     def _finish(self, report: CleanupReport) -> CleanupReport:
         """After the stages, before the hooks: what the subclass adds."""
         return report
+
+    def finalize_unclosed(self, what: str, fix: str) -> None:
+        """For a finalizer: an owner dropped without ``close()`` warns
+        (``ResourceWarning``, naming ``what`` and the ``fix``) and is still
+        torn down, even when a warnings filter turns the warning into an error."""
+        if self.report is not None or os.getpid() != self.owner_pid:
+            return
+        try:
+            warnings.warn(
+                f"{what} was not closed; tearing it down now ({fix})", ResourceWarning, stacklevel=3
+            )
+        finally:
+            self.teardown()
 
     def teardown(self) -> CleanupReport | None:
         """Run the teardown once; return its report (see the class docstring)."""
