@@ -271,7 +271,9 @@ def kill_orphans(inv: GridInventory, budget: float = 10.0) -> tuple[list[str], l
         )
         clean = not survivors
         if clean and tree.user_data_dir:
-            removed, note, problem = _remove_orphan_profile(tree.user_data_dir, inv.jvm_temp_env)
+            removed, note, problem = _remove_orphan_profile(
+                tree.user_data_dir, inv.jvm_temp_env, tree.root.create_time
+            )
             line += "".join(f"; {x}" for x in (removed, note, problem) if x)
             clean = problem is None
         (done if clean else failed).append(line)
@@ -280,7 +282,7 @@ def kill_orphans(inv: GridInventory, budget: float = 10.0) -> tuple[list[str], l
 
 
 def _remove_orphan_profile(
-    profile: str, jvm_env: dict[str, str]
+    profile: str, jvm_env: dict[str, str], born_after: float
 ) -> tuple[str | None, str | None, str | None]:
     """Remove an orphan tree's profile once its processes are dead, but only
     a temp profile chromedriver made (its name pattern, directly in a temp
@@ -294,8 +296,9 @@ def _remove_orphan_profile(
         return None, f"profile {profile} kept: not a chromedriver temp profile", None
     # What still names this orphan's profile on its command line is the
     # orphan's too (its crashpad handlers: --database=<profile>/...), and
-    # would write into the dir while it goes: end it first.
-    users = ProcessTracker("", profile)
+    # would write into the dir while it goes: end it first.  Nothing older
+    # than the tree's root can use a profile made for it.
+    users = ProcessTracker("", profile, born_after=born_after)
     stragglers = [p for p in users.discover().values() if p.is_running()]
     if stragglers:
         _actions, survivors = users.kill_tree(stragglers, 0.5, 5.0)

@@ -462,10 +462,9 @@ class LeakCheck:
             return
         marker, started = self.current
         report = outcome.get_result()
-        deadline = time.monotonic() + self.settings.leak_grace
         leaks = find_leaks(marker, started)
-        while leaks and time.monotonic() < deadline:  # quit() returned; its helpers are still exiting
-            time.sleep(0.05)
+        if leaks:  # quit() returned; its helpers may still be exiting: wait on them, then look again
+            _platform.wait_gone([(lk.pid, lk.create_time) for lk in leaks], self.settings.leak_grace)
             leaks = find_leaks(marker, started)
         dirs = dirs_of(leaks)
         if self.test_tmp is not None:
