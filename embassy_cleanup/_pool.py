@@ -69,8 +69,6 @@ ON_FULL = ("wait", "evict", "reject")
 #: Why a browser was retired before its time; the keys of ``PoolStats.recycled``.
 RECYCLE_REASONS = ("max_uses", "memory", "unhealthy")
 
-_QUIT = "quit"  # selenium.webdriver.remote.command.Command.QUIT
-
 
 @dataclasses.dataclass(frozen=True)
 class PoolStats:
@@ -164,11 +162,13 @@ def _lease_view(entry: _Entry, lease: _Lease) -> Any:
                 setattr(view, name, type(helper)(view))
             except Exception as err:  # a Selenium that builds it differently: keep the shared one
                 log.debug("pool: could not rebind %s for a lease view: %r", name, err)
+    from selenium.webdriver.remote.command import Command
+
     raw = types.MethodType(type(view).execute, view)
 
     def execute(driver_command: str, params: dict[str, Any] | None = None) -> Any:
         revoked = lease.revoked
-        if revoked is not None and driver_command != _QUIT:
+        if revoked is not None and driver_command != Command.QUIT:
             cls, why = revoked
             raise cls(f"browser {entry.sid}: {why}", session_id=entry.sid)
         return raw(driver_command, params)
