@@ -214,7 +214,7 @@ def tree_memory(procs: list[psutil.Process]) -> tuple[int, int, int]:
 
 def ours_procs(cleanup: ChromeUltraAggressiveCleanup) -> list[psutil.Process]:
     out = []
-    for pid in cleanup._state.target.tracker.discover():  # type: ignore[union-attr]
+    for pid in (p.pid for p in cleanup.view().discover()):
         try:
             out.append(psutil.Process(pid))
         except psutil.Error:
@@ -308,7 +308,7 @@ def bench_frozen(runs: int, root: str) -> dict[str, Any]:
         cleanup = ChromeUltraAggressiveCleanup(temp_root=root)
         driver = cleanup.start()
         driver.get("data:text/html,<title>x</title>")
-        leader = cleanup._state.target.tracker.leader  # type: ignore[union-attr]
+        leader = cleanup.view().leader
         for c in psutil.Process(leader.pid).children(recursive=True):
             try:
                 c.suspend()

@@ -6,12 +6,16 @@ private.  The layers, bottom up (see docs/architecture.md):
 ``_platform``   what differs between operating systems
 ``_ownership``  which processes are this session's; the only code that signals
 ``_launcher``   the session dir, the flags, chromedriver and Chrome
-``_teardown``   the six stages and the report
-``_watchdog``   crash safety: cleanup when the owner dies
-``_session``    the context manager, built from the above
-``_pool``       ChromePool: sessions reused across jobs, with their lifecycle
-``_adopt``      the same teardown for a driver started elsewhere
+``_teardown``   the six stages, run from a plan, and the report
+``_watchdog``   crash safety: cleanup when the owner dies (knows no kind)
+``_lifecycle``  the one lifecycle every kind of session shares
+``_session``    the context manager: a local or a remote session
+``_adopt``      the same lifecycle for a driver started elsewhere
+``_pool``       ChromePool: sessions reused across jobs
 ``cli``         the ``embassy-cleanup`` command
+
+``tests/test_layers.py`` enforces the order: no import cycles, and no
+private name imported from another module.
 """
 
 from __future__ import annotations
@@ -22,21 +26,21 @@ from ._errors import (
     ConfigError,
     DriverNotFoundError,
     EmbassyCleanupError,
+    GridError,
     LaunchError,
     LeaseExpiredError,
-    NotOwnedError,
     PoolClosedError,
     PoolError,
     PoolFullError,
     PoolTimeoutError,
-    StageTimeout,
+    SessionClosedError,
 )
 from ._pool import ChromePool, PoolStats
 from ._presets import PRESETS
-from ._records import sweep_stale
-from ._report import CleanupReport, Leftover, ProcessAction, Stage, StageResult
+from ._report import CleanupReport, Leftover, Outcome, ProcessAction, Stage, StageResult
 from ._session import ChromeUltraAggressiveCleanup
 from ._signals import install_signal_handlers, uninstall_signal_handlers
+from ._sweep import sweep_stale
 
 __version__ = "0.1.0"
 
@@ -52,6 +56,7 @@ __all__ = [
     "CleanupReport",
     "StageResult",
     "ProcessAction",
+    "Outcome",
     "Leftover",
     "Stage",
     "PRESETS",
@@ -59,9 +64,9 @@ __all__ = [
     "ConfigError",
     "DriverNotFoundError",
     "LaunchError",
-    "NotOwnedError",
-    "StageTimeout",
+    "GridError",
     "CleanupIncomplete",
+    "SessionClosedError",
     "PoolError",
     "PoolClosedError",
     "PoolFullError",

@@ -37,46 +37,28 @@ recorded browser and zygotes) and removes those dirs: :func:`reap_adopted`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
-import re
 import secrets
-import tempfile
 import time
-import warnings
-import weakref
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, ClassVar
 
 import psutil
 
-from ._errors import CleanupIncomplete, ConfigError
+from ._dirs import CHROMEDRIVER_PROFILE, SINGLETON_DIR, profile_origin, singleton_dir_of
+from ._errors import ConfigError
+from ._lifecycle import Lifecycle, SessionHandle
+from ._options import check_bool, check_seconds
 from ._ownership import OwnedProcess, ProcessTracker, root_in_args
-from ._report import CleanupReport, Leftover, Stage
-from ._session import _release_driver
-from ._teardown import (
-    TERM_GRACE,
-    TeardownInterrupted,
-    TeardownOnce,
-    TeardownTarget,
-    _remove_tree,
-    run_teardown,
-)
+from ._report import CleanupReport
+from ._teardown import LOCAL_PLAN, TERM_GRACE, Plan, TeardownInterrupted, TeardownTarget, run_teardown
+from ._watchdog import Reaper
+from ._webdriver import CommandGuard, release_driver
 
 log = logging.getLogger("embassy_cleanup")
 
-#: The temp profile chromedriver creates when no ``--user-data-dir`` is given
-#: (``scoped_dir``; older versions and Chrome-branded builds use the dotted
-#: ``.org.chromium.Chromium.XXXXXX`` / ``.com.google.Chrome.XXXXXX`` names).
-CHROMEDRIVER_PROFILE = re.compile(
-    r"^((org\.chromium\.Chromium|com\.google\.Chrome)\.scoped_dir|\.(org\.chromium\.Chromium|com\.google\.Chrome))"
-    r"\.\w{6}$"
-)
-#: Chromium's singleton dir (``SingletonSocket`` and ``SingletonCookie``) in the temp dir.
-SINGLETON_DIR = re.compile(r"^\.?(org\.chromium\.Chromium|com\.google\.Chrome)\.\w{6}$")
-_SINGLETON_FILES = {"SingletonSocket", "SingletonCookie", "SingletonLock"}
 #: ``capabilities`` keys under which Chromium-based drivers name their profile dir.
 _VENDOR_KEYS = ("chrome", "msedge")
 _CHROMIUM_BROWSERS = {"chrome", "chromium", "chrome-headless-shell", "msedge", "microsoftedge"}
@@ -173,26 +155,6 @@ def _check_driver(driver: Any) -> tuple[Any, dict[str, Any]]:
     return service, caps
 
 
-def _check_timeout(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"cleanup_timeout must be a number of seconds, got {value!r} ({type(value).__name__})"
-        )
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(
-            f"cleanup_timeout must be a finite number of seconds > 0, got {value!r}",
-            option="cleanup_timeout",
-            value=value,
-        )
-    return float(value)
-
-
-def _check_optional_bool(name: str, value: Any) -> bool | None:
-    if value is not None and not isinstance(value, bool):
-        raise TypeError(f"{name} must be True, False or None, got {value!r} ({type(value).__name__})")
-    return value
-
-
 def _refuse_dangerous(path: str) -> None:
     """``remove_profile=True`` on ``/``, the home dir or the working dir would be a disaster."""
     real = os.path.realpath(path)
@@ -206,141 +168,50 @@ def _refuse_dangerous(path: str) -> None:
         )
 
 
-# -- discovery ------------------------------------------------------------
-def _temp_dirs(env: dict[str, str]) -> set[str]:
-    dirs = {tempfile.gettempdir(), "/tmp"}
-    for key in ("TMPDIR", "TMP", "TEMP"):
-        for source in (env, os.environ):
-            if source.get(key):
-                dirs.add(source[key])
-    return {os.path.realpath(d) for d in dirs}
+# -- the kind ---------------------------------------------------------------
+class AdoptedKind:
+    """A driver started elsewhere (``_lifecycle.Kind``): the local plan, on a
+    target that names what adoption found (a kept profile, Chromium's
+    singleton dir, the limits of what could be known)."""
 
+    kind: ClassVar[str] = "adopted"
 
-def profile_origin(path: str, driver_env: dict[str, str]) -> str:
-    """``"chromedriver"`` when ``path`` is a temp profile chromedriver made
-    (its name pattern, directly in a temp dir chromedriver could use), else
-    ``"user"``."""
-    real = os.path.realpath(path)
-    if CHROMEDRIVER_PROFILE.match(os.path.basename(real)) and os.path.dirname(real) in _temp_dirs(driver_env):
-        return "chromedriver"
-    return "user"
-
-
-def _singleton_dir(profile: str) -> str | None:
-    """Chromium's singleton dir in the temp dir, from the profile's
-    ``SingletonSocket`` link; None unless it looks exactly like one."""
-    try:
-        target = os.readlink(os.path.join(profile, "SingletonSocket"))
-    except OSError:
-        return None
-    parent = os.path.dirname(target)
-    if not os.path.isabs(parent) or not SINGLETON_DIR.match(os.path.basename(parent)):
-        return None
-    return parent
-
-
-def _remove_singleton_dir(path: str) -> tuple[bool, str | None]:
-    """Remove ``path`` if it holds only Chromium's singleton files.
-    Returns ``(removed, problem)``."""
-    try:
-        names = set(os.listdir(path))
-    except FileNotFoundError:
-        return False, None
-    except OSError as err:
-        return False, f"cannot list {path!r}: {err.strerror or err}"
-    if not names <= _SINGLETON_FILES:
-        return False, f"{path!r} holds more than Chromium's singleton files: left alone"
-    problem = _remove_tree(path)
-    return problem is None, problem
-
-
-class _AdoptState(TeardownOnce):
-    """What teardown needs, apart from the public object (the finalizer holds it).
-
-    Listed in ``_watchdog._live`` like a session's state: signal handlers
-    tear it down, and a replacement watchdog learns it again."""
-
-    adopted = True  # tells _watchdog which add message to send
-
-    def __init__(
-        self, label: str, target: TeardownTarget, found: AdoptFindings, budget: float, watchdog: bool
-    ) -> None:
-        super().__init__()
-        self.label = label
+    def __init__(self, target: TeardownTarget, found: AdoptFindings) -> None:
         self.target = target
         self.found = found
-        self.budget = budget
-        self.watchdog = watchdog
 
-    @property
-    def session_id(self) -> str:  # type: ignore[override]
-        return self.label
+    def plan(self) -> tuple[TeardownTarget, Plan]:
+        return self.target, LOCAL_PLAN
 
-    def _run(self) -> CleanupReport:
-        return run_teardown(self.target, self.budget)
+    def watchdog_record(self) -> dict[str, Any]:
+        """What the watchdog needs after the owner's death.
 
-    def _finish(self, report: CleanupReport) -> CleanupReport:
-        _release_driver(self.target.driver)
+        ``procs`` are the identities recorded so far (chromedriver, the
+        browser, and what discovery found at adopt time); ``dirs`` the profile
+        dir only if adopt would remove it; ``singleton_dir`` Chromium's
+        singleton dir, which is removed only if it holds nothing but the
+        singleton files.  A kept profile dir is never sent: the watchdog
+        cannot touch what it is not told."""
+        found = self.found
+        tracker = self.target.tracker
+        return {
+            "procs": [[p.pid, p.create_time, p.name] for p in tracker.processes() if p.is_running()],
+            "dirs": [found.profile_dir] if found.remove_profile and found.profile_dir else [],
+            "profile_kept": found.profile_dir is not None and not found.remove_profile,
+            "singleton_dir": found.singleton_dir,
+            "ports": list(found.ports),
+            "born_after": tracker.born_after,
+        }
+
+    def release(self) -> None:
+        release_driver(self.target.driver)
         self.target.driver = None
-        return _amend(report, self.found)
+
+    def forget_in_child(self) -> None:
+        """An adopted driver holds no lock."""
 
 
-def _finish_singleton_dir(
-    path: str, removed: list[str], notes: list[str], errors: list[str], leftovers: list[Leftover]
-) -> None:
-    """Remove Chromium's singleton dir once nothing of the driver runs (a
-    running browser would re-create its socket); record the outcome in the
-    profile stage's lists and the report's leftovers."""
-    if any(lo.kind == "process" for lo in leftovers):
-        notes.append(f"singleton dir {path} kept: a process of the driver still runs")
-        return
-    done, problem = _remove_singleton_dir(path)
-    if done:
-        removed.append(path)
-    elif problem is not None:
-        errors.append(problem)
-    if os.path.lexists(path) and problem is None:
-        leftovers.append(Leftover("dir", path))
-
-
-def _amend(report: CleanupReport, found: AdoptFindings) -> CleanupReport:
-    """Add what only adoption knows to the report: the singleton dir (removed
-    once nothing of the driver runs), a kept profile dir, and the limits."""
-    stages = list(report.stages)
-    leftovers = list(report.leftovers)
-    idx = {st.stage: i for i, st in enumerate(stages)}  # the last run of each stage
-    profile = stages[idx[Stage.PROFILE]]
-    removed, notes, errors = list(profile.removed), list(profile.notes), list(profile.errors)
-    skipped = profile.skipped_reason
-    if found.profile_dir is None:
-        skipped = "the driver's capabilities name no profile dir"
-    elif not found.remove_profile:
-        skipped = None
-        why = (
-            "a --user-data-dir chosen by the user; pass remove_profile=True to remove it"
-            if found.profile_origin == "user"
-            else "remove_profile=False"
-        )
-        notes.append(f"kept {found.profile_dir} ({why})")
-    if found.singleton_dir is not None:
-        _finish_singleton_dir(found.singleton_dir, removed, notes, errors, leftovers)
-    stages[idx[Stage.PROFILE]] = dataclasses.replace(
-        profile, removed=tuple(removed), notes=tuple(notes), errors=tuple(errors), skipped_reason=skipped
-    )
-    verify = stages[idx[Stage.VERIFY]]
-    stages[idx[Stage.VERIFY]] = dataclasses.replace(
-        verify, notes=verify.notes + (found.summary(),) + found.limits
-    )
-    return dataclasses.replace(report, stages=tuple(stages), leftovers=tuple(leftovers))
-
-
-def _finalize(state: _AdoptState) -> None:
-    state.finalize_unclosed(
-        f"embassy_cleanup: adopted driver {state.label}", "use 'with adopt(driver):' or call close()"
-    )
-
-
-class AdoptedSession:
+class AdoptedSession(SessionHandle):
     """A driver started elsewhere, under our teardown.  Made by :func:`adopt`.
 
     ``with adopt(driver) as d:`` gives back the same driver; on exit (or
@@ -348,72 +219,36 @@ class AdoptedSession:
     did.  :attr:`found` says what adoption discovered and what it could not.
     """
 
-    def __init__(self, state: _AdoptState, driver: Any, raise_on_leak: bool) -> None:
-        self._state = state
+    _what = "embassy_cleanup: adopted driver"
+    _fix = "use 'with adopt(driver):' or call close()"
+
+    def __init__(self, lifecycle: Lifecycle, kind: AdoptedKind, driver: Any, raise_on_leak: bool) -> None:
+        self._lifecycle = lifecycle
+        self._kind = kind
         self.driver: Any = driver
         self.raise_on_leak = raise_on_leak
-        self._finalizer = weakref.finalize(self, _finalize, state)
+        self._arm_finalizer()
 
     @property
     def session_id(self) -> str:
         """The label the report and the logs use (``adopted-`` and the WebDriver session id)."""
-        return self._state.label
+        return self._lifecycle.session_id
 
     @property
     def found(self) -> AdoptFindings:
         """What adoption discovered: processes, profile dir and its origin, ports, limits."""
-        return self._state.found
-
-    @property
-    def report(self) -> CleanupReport | None:
-        """The cleanup report, once teardown has run."""
-        return self._state.report
+        return self._kind.found
 
     @property
     def pids(self) -> dict[int, str]:
         """PID -> name of every process recorded for this driver so far."""
-        return {p.pid: p.name for p in self._state.target.tracker.recorded.values()}
+        return {p.pid: p.name for p in self._kind.target.tracker.processes()}
 
-    def close(self) -> CleanupReport:
-        """Tear the driver down (once) and return the report.
-
-        Raises CleanupIncomplete when ``raise_on_leak`` is set and
-        verification found leftovers.
-        """
-        report = self._close()
-        if self.raise_on_leak and not report.ok:
-            raise CleanupIncomplete(
-                f"adopted driver {self.session_id} left {len(report.leftovers)} leftover(s): "
-                + ", ".join(str(lo) for lo in report.leftovers),
-                report=report,
-            )
-        return report
-
-    def _close(self) -> CleanupReport:
-        report = self._state.teardown()
-        if report is None:  # a fork()-ed child: not ours to tear down
-            return CleanupReport(
-                self.session_id,
-                (),
-                (Leftover("unverified", "adopted in another process; torn down there"),),
-                0.0,
-                passes=0,
-            )
-        self._finalizer.detach()
+    def _after_close(self) -> None:
         self.driver = None
-        return report
 
     def __enter__(self) -> Any:
         return self.driver
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None:
-            try:
-                self._close()
-            except Exception as err:  # never mask the user's exception
-                warnings.warn(f"embassy_cleanup teardown failed: {err!r}", RuntimeWarning, stacklevel=2)
-            return
-        self.close()
 
     def __repr__(self) -> str:
         return f"<AdoptedSession {self.session_id} {'closed' if self.report is not None else 'open'}>"
@@ -459,11 +294,10 @@ def adopt(
             ``ChromeUltraAggressiveCleanup``); see ``docs/crash-safety.md``.
     """
     service, caps = _check_driver(driver)
-    budget = _check_timeout(cleanup_timeout)
-    remove_profile = _check_optional_bool("remove_profile", remove_profile)
+    budget = check_seconds("cleanup_timeout", cleanup_timeout)
+    remove_profile = check_bool("remove_profile", remove_profile, allow_none=True)
     for name, value in (("raise_on_leak", raise_on_leak), ("graceful", graceful), ("watchdog", watchdog)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+        check_bool(name, value)
 
     limits = [NO_ENV_MARKER, CRASHPAD_UNTRACKED]
     vendor: dict[str, Any] = next((caps[k] for k in _VENDOR_KEYS if isinstance(caps.get(k), dict)), {})
@@ -513,11 +347,8 @@ def adopt(
     born_after = min(births) if births else time.time()
     tracker = ProcessTracker("", profile or "", born_after=born_after)  # "": no env marker to search for
     if leader_proc is not None and popen is not None:
-        leader = tracker.adopt_leader(popen)
-        if leader is not None:  # say how we know it: from the service, not because we started it
-            leader = dataclasses.replace(leader, via="service")
-            tracker.leader = leader
-            tracker.recorded[leader.pid] = leader
+        # say how we know it: from the service, not because we started it
+        tracker.adopt_leader(popen, via="service")
     if browser is not None:
         tracker.record([browser])
     procs = tracker.discover()
@@ -540,7 +371,7 @@ def adopt(
         profile_dir=profile,
         profile_origin=origin,
         remove_profile=remove,
-        singleton_dir=_singleton_dir(profile) if profile is not None else None,
+        singleton_dir=singleton_dir_of(profile) if profile is not None else None,
         ports=tuple(sorted(ports)),
         limits=tuple(limits),
     )
@@ -550,8 +381,13 @@ def adopt(
         profile if remove else None,  # the profile and os-kill stages act on this dir only
         ports=ports,
         driver=driver,
+        commands=CommandGuard(driver, label),
         graceful=graceful,
         devtools_port=devtools_port,
+        kept_note=f"kept {profile} ({_why_kept(found)})" if profile is not None and not remove else None,
+        no_dir_reason=NO_PROFILE,
+        singleton_dir=found.singleton_dir,
+        notes=(found.summary(), *found.limits),
     )
     log.info(
         "%s adopted: %d process(es), profile %s (%s, %s)",
@@ -561,56 +397,22 @@ def adopt(
         origin,
         "will be removed" if remove else "kept",
     )
-    state = _AdoptState(label, target, found, budget, watchdog)
-    session = AdoptedSession(state, driver, raise_on_leak)
-    _register(state)
+    kind = AdoptedKind(target, found)
+    lifecycle = Lifecycle(label, kind, budget, watchdog)
+    session = AdoptedSession(lifecycle, kind, driver, raise_on_leak)
+    pid = lifecycle.register()
+    if pid is not None:
+        tracker.exclude(pid)
     return session
 
 
-# -- crash safety: the owner's watchdog -----------------------------------------------
-def _register(state: _AdoptState) -> None:
-    """List the adopted driver as live (signal handlers tear it down) and, with
-    ``watchdog=True``, register it with this process's watchdog."""
-    from . import _watchdog
-
-    _watchdog._live[state.label] = state
-    if not state.watchdog:
-        return
-    hook = _watchdog._CrashSafetyHook(None, registered=False)
-    state.hooks.append(hook)
-    pid = _watchdog._get_client().send(watchdog_message(state))
-    hook.registered = True
-    if pid is not None:
-        state.target.tracker._exclude.add(pid)
+def _why_kept(found: AdoptFindings) -> str:
+    if found.profile_origin == "user":
+        return "a --user-data-dir chosen by the user; pass remove_profile=True to remove it"
+    return "remove_profile=False"
 
 
-def watchdog_message(state: _AdoptState) -> dict[str, Any]:
-    """The watchdog's ``add`` message for an adopted driver.
-
-    ``procs`` are the identities recorded so far (chromedriver, the browser,
-    and what discovery found at adopt time); ``dirs`` the profile dir only if
-    adopt would remove it; ``singleton_dir`` Chromium's singleton dir, which
-    is removed only if it holds nothing but the singleton files.  A kept
-    profile dir is never sent: the watchdog cannot touch what it is not told.
-    """
-    found = state.found
-    tracker = state.target.tracker
-    procs = [[p.pid, p.create_time, p.name] for p in tracker.recorded.values() if p.is_running()]
-    return {
-        "op": "add",
-        "sid": state.label,
-        "root": None,
-        "adopted": {
-            "procs": procs,
-            "dirs": [found.profile_dir] if found.remove_profile and found.profile_dir else [],
-            "profile_kept": found.profile_dir is not None and not found.remove_profile,
-            "singleton_dir": found.singleton_dir,
-            "ports": list(found.ports),
-            "born_after": tracker.born_after,
-        },
-    }
-
-
+# -- owner death: the watchdog's reaper ---------------------------------------------
 @dataclass(frozen=True)
 class Registration:
     """An adopted driver as the watchdog knows it (a checked ``adopted`` body)."""
@@ -684,69 +486,61 @@ def parse_registration(body: Any) -> Registration:
     )
 
 
-#: The watchdog's budget for one adopted driver, as for a session (``reap_orphaned``).
+#: The watchdog's budget for one adopted driver, as for a session (``_sweep``).
 REAP_BUDGET_S = 5.0
+NO_PROFILE = "the driver's capabilities name no profile dir"
+KEPT_UNKNOWN = "the profile dir was kept (chosen by the user): the watchdog was not told its path"
 
 
-def reap_adopted(
-    sid: str, body: Any, exclude: Iterable[int] = (), budget: float = REAP_BUDGET_S
-) -> CleanupReport:
+def reap_adopted(sid: str, body: Any, exclude: Any = (), budget: float = REAP_BUDGET_S) -> CleanupReport:
     """The watchdog's part: tear down an adopted driver whose owner died.
 
     The recorded processes and their descendants born after them (found now:
     renderers started since adopt hang below the recorded browser and
     zygotes) get SIGTERM, ``TERM_GRACE`` to exit, then SIGKILL, each signal
-    identity-checked.  Chrome gets the chance to write a profile the user
-    keeps.  Then the staged teardown (no quit, SIGKILL at once) catches
-    stragglers, removes the dirs the owner said adopt would remove, and
-    verifies; the singleton dir goes once nothing of the driver runs.
+    identity-checked: Chrome gets the chance to write a profile the user
+    keeps.  Then the other stages run as usual: stragglers, the dir the owner
+    said adopt would remove, the singleton dir once nothing runs, verification.
     """
-    reg = parse_registration(body)
-    t0 = time.monotonic()
+    return _reap(sid, parse_registration(body), exclude, budget)
+
+
+def _reap(sid: str, reg: Registration, exclude: Any = (), budget: float = REAP_BUDGET_S) -> CleanupReport:
     # A removable profile is ours to search by (as adopt's own teardown does);
     # a kept one is not named at all.
     root = reg.dirs[0] if reg.dirs else None
     tracker = ProcessTracker("", root or "", exclude=exclude, born_after=reg.born_after)
     tracker.record(reg.procs)
-    first = [p for p in tracker.discover().values() if p.is_running()]
-    polite: list[Any] = []
-    if first:
-        polite, _survivors = tracker.kill_tree(first, TERM_GRACE, min(2.0, budget / 2))
-    target = TeardownTarget(sid, tracker, root, ports=set(reg.ports), driver=None, graceful=False)
+    target = TeardownTarget(
+        sid,
+        tracker,
+        root,
+        ports=set(reg.ports),
+        graceful=False,
+        term_grace=TERM_GRACE,
+        kept_note=KEPT_UNKNOWN if reg.profile_kept else None,
+        no_dir_reason=NO_PROFILE,
+        singleton_dir=reg.singleton_dir,
+    )
     try:
-        report = run_teardown(target, max(0.5, budget - (time.monotonic() - t0)))
+        return run_teardown(target, budget)
     except TeardownInterrupted as held:  # finished; hand on the original Ctrl-C
         raise held.original from None
-    stages = list(report.stages)
-    leftovers = list(report.leftovers)
-    idx = {st.stage: i for i, st in enumerate(stages)}
-    if polite:  # the polite pass belongs to the first tree-kill
-        first_kill = next(i for i, st in enumerate(stages) if st.stage == Stage.KILL_TREE)
-        kill = stages[first_kill]
-        note = f"SIGTERM first, {TERM_GRACE} s grace, then SIGKILL: {len(polite)} process(es)"
-        stages[first_kill] = dataclasses.replace(kill, killed=tuple(polite) + kill.killed, notes=(note,))
-    profile = stages[idx[Stage.PROFILE]]
-    removed, notes, errors = list(profile.removed), list(profile.notes), list(profile.errors)
-    skipped = profile.skipped_reason
-    for extra in reg.dirs[1:]:
-        problem = _remove_tree(extra)
-        if problem is None:
-            removed.append(extra)
-        else:
-            errors.append(problem)
-            leftovers.append(Leftover("dir", extra))
-    if reg.profile_kept:
-        skipped = None
-        notes.append("the profile dir was kept (chosen by the user): the watchdog was not told its path")
-    if reg.singleton_dir is not None:
-        _finish_singleton_dir(reg.singleton_dir, removed, notes, errors, leftovers)
-    stages[idx[Stage.PROFILE]] = dataclasses.replace(
-        profile, removed=tuple(removed), notes=tuple(notes), errors=tuple(errors), skipped_reason=skipped
-    )
-    return dataclasses.replace(
-        report, stages=tuple(stages), leftovers=tuple(leftovers), duration_s=time.monotonic() - t0
-    )
 
 
+def _reap_parsed(sid: str, reg: Registration, exclude: set[int]) -> str:
+    report = _reap(sid, reg, exclude)
+    return f"{'ok' if report.ok else 'LEFTOVERS'}\n{report}"
 
-__all__ = ["adopt", "AdoptedSession", "AdoptFindings"]
+
+ADOPTED_REAPER = Reaper(parse=parse_registration, reap=_reap_parsed)
+
+
+__all__ = [
+    "adopt",
+    "AdoptedSession",
+    "AdoptFindings",
+    "CHROMEDRIVER_PROFILE",
+    "SINGLETON_DIR",
+    "profile_origin",
+]

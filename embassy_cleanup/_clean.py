@@ -14,15 +14,18 @@ user's processes only unless it was taken with ``all_users=True``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._dirs import remove_tree
 from ._inventory import Inventory
 from ._ownership import OwnedProcess, ProcessTracker
-from ._records import reap_orphaned, try_lock_dead_owner
-from ._teardown import _remove_tree
+from ._records import Owner, dead_owner_lock
+from ._report import Outcome
+from ._sweep import reap_orphaned
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def execute(plan: list[Action], budget: float = 10.0) -> CleanResult:
             if action.kind == "teardown-session":
                 outcome = _teardown_session(action, budget)
             elif action.kind == "remove-dir":
-                err = _remove_tree(action.target)
+                err = remove_tree(action.target)
                 outcome = "removed" if err is None else f"failed: {err}"
             elif action.kind == "kill-process":
                 loose.append(
@@ -133,25 +136,23 @@ def execute(plan: list[Action], budget: float = 10.0) -> CleanResult:
         actions, _survivors = tracker.kill_tree([p for _a, p in loose], 0.5, budget)
         outcomes = {a.pid: a.outcome for a in actions}
         for action, p in loose:
-            o = outcomes.get(p.pid, "already exited")
-            bad = o in ("survived", "denied")
-            (result.failed if bad else result.done).append((action, ("failed: " if bad else "") + o))
+            o = outcomes.get(p.pid, Outcome.ALREADY_EXITED)
+            bad = o.survived
+            (result.failed if bad else result.done).append((action, ("failed: " if bad else "") + o.value))
     return result
 
 
 def _teardown_session(action: Action, budget: float) -> str:
-    root = action.root
-    lock = None
-    if root and os.path.isdir(root):
-        lock = try_lock_dead_owner(root)
-        if lock is False:
-            return "skipped: its owner is alive again"
-    try:
-        report = reap_orphaned(root, action.target, budget)
-    finally:
-        if isinstance(lock, int) and not isinstance(lock, bool):
-            os.close(lock)
-    killed = sum(1 for a in report.killed if a.outcome in ("terminated", "killed"))
+    root = action.root if action.root and os.path.isdir(action.root) else None
+    with contextlib.ExitStack() as stack:
+        if root is not None:
+            owner = stack.enter_context(dead_owner_lock(root))
+            if owner is Owner.ALIVE:
+                return "skipped: its owner is alive again"
+            if owner is Owner.INVALID:
+                return "skipped: its owner.lock is not a regular file of ours"
+        report = reap_orphaned(action.root, action.target, budget)
+    killed = sum(1 for a in report.killed if a.outcome.signalled)
     if not report.ok:
         return "failed: " + ", ".join(str(lo) for lo in report.leftovers)
     return f"torn down: {killed} process(es) killed, {len(report.removed)} dir(s) removed"

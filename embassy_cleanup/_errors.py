@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
+from selenium.common.exceptions import WebDriverException
+
 if TYPE_CHECKING:  # pragma: no cover
     from ._report import CleanupReport
 
@@ -18,8 +20,8 @@ __all__ = [
     "ConfigError",
     "DriverNotFoundError",
     "LaunchError",
-    "NotOwnedError",
-    "StageTimeout",
+    "GridError",
+    "SessionClosedError",
     "CleanupIncomplete",
     "PoolError",
     "PoolClosedError",
@@ -98,22 +100,26 @@ class LaunchError(EmbassyCleanupError, RuntimeError):
         super().__init__(msg, path=path, report=report)
 
 
-class NotOwnedError(EmbassyCleanupError, PermissionError):
-    """We refused to touch a process that is not this session's."""
+class GridError(EmbassyCleanupError, OSError):
+    """A Selenium Grid did not answer as expected (connection, HTTP status, JSON)."""
 
     __module__ = "embassy_cleanup"
 
-    def __init__(self, msg: str, *, pid: int, name: str | None = None) -> None:
-        super().__init__(msg, pid=pid, name=name)
+    def __init__(self, msg: str, *, url: str | None = None) -> None:
+        super().__init__(msg, url=url)
 
 
-class StageTimeout(EmbassyCleanupError, TimeoutError):
-    """A teardown stage ran out of its share of ``cleanup_timeout``."""
+class SessionClosedError(EmbassyCleanupError, WebDriverException):  # type: ignore[misc]
+    """A command on a driver whose session was torn down (or is being torn down).
+
+    Also a Selenium ``WebDriverException``, so code that catches those keeps
+    working; ``session_id`` names the session, ``closed_at`` (epoch seconds)
+    says when its teardown started."""
 
     __module__ = "embassy_cleanup"
 
-    def __init__(self, msg: str, *, stage: str, seconds: float) -> None:
-        super().__init__(msg, stage=stage, seconds=seconds)
+    def __init__(self, msg: str, *, session_id: str | None = None, closed_at: float | None = None) -> None:
+        super().__init__(msg, session_id=session_id, closed_at=closed_at)
 
 
 class CleanupIncomplete(EmbassyCleanupError, RuntimeError):

@@ -34,6 +34,7 @@ from typing import Any
 import psutil
 
 from . import _platform
+from ._dirs import profile_origin, remove_singleton_dir, remove_tree, singleton_dir_of
 from ._inventory import is_chrome_family
 from ._ownership import ENV_MARKER, OwnedProcess, ProcessTracker, find_listeners
 from ._remote import grid_status, listed_sessions
@@ -289,9 +290,6 @@ def _remove_orphan_profile(
     dir), and the Chromium singleton dir it links to if that holds nothing
     else.  A profile anyone chose is left alone.  Returns ``(removed, note,
     problem)`` texts for the report line."""
-    from ._adopt import _remove_singleton_dir, _singleton_dir, profile_origin
-    from ._teardown import _remove_tree
-
     if profile_origin(profile, jvm_env) != "chromedriver":
         return None, f"profile {profile} kept: not a chromedriver temp profile", None
     # What still names this orphan's profile on its command line is the
@@ -304,13 +302,13 @@ def _remove_orphan_profile(
         _actions, survivors = users.kill_tree(stragglers, 0.5, 5.0)
         if survivors:
             return None, None, f"profile {profile} left: {len(survivors)} process(es) using it survived"
-    single = _singleton_dir(profile)
+    single = singleton_dir_of(profile)
     removed = []
-    problem = _remove_tree(profile)
+    problem = remove_tree(profile)
     if problem is None:
         removed.append(profile)
     if single is not None:
-        gone, err = _remove_singleton_dir(single)
+        gone, err = remove_singleton_dir(single)
         if gone:
             removed.append(single)
         problem = problem or err

@@ -31,19 +31,13 @@ from typing import Any
 import psutil
 
 from . import _platform, _records
-from ._ownership import ENV_MARKER, OWNER_MARKER, ROOT_PREFIX, owner_alive
+from ._ownership import ENV_MARKER, OWNER_MARKER, ROOT_PREFIX, is_chrome_family, marked_owner_alive
 
 #: The JSON schema version of :meth:`Inventory.to_dict`.
 SCHEMA_VERSION = 1
 
-_FAMILY = re.compile(r"^(chrome|chromium|chromedriver|headless_shell|chrome-headless-shell)", re.I)
 _SID_IN_PATH = re.compile(re.escape(ROOT_PREFIX) + r"([0-9a-f]{12})")
 _CHROMIUM_LITTER = re.compile(r"^(\.?org\.chromium\.Chromium\.|\.com\.google\.Chrome\.|scoped_dir)")
-
-
-def is_chrome_family(name: str) -> bool:
-    """Whether a process name is one of Chrome's (for listing only)."""
-    return bool(_FAMILY.match(name or ""))
 
 
 @dataclass
@@ -228,21 +222,20 @@ def _owner_alive(root: str | None, owner: str | None = None) -> tuple[bool, int 
     decides, and only a provably dead (or unknown) owner counts as dead.
     """
     if root is None or not os.path.isdir(root):
-        alive = owner_alive(owner) if owner else None
+        alive = marked_owner_alive(owner) if owner else None
         pid = int(owner.partition(":")[0]) if owner and alive is not None else None
         return bool(alive), pid
     record = _records.read_record(root)
     owner = record.get("owner_pid") if isinstance(record.get("owner_pid"), int) else None
-    lock = _records.try_lock_dead_owner(root)
-    if lock is False:
-        return True, owner
-    if lock is None:  # no lock file: a session being created, unless it is old
-        try:
-            young = time.time() - os.lstat(root).st_mtime < _records.YOUNG_ROOT_S
-        except OSError:
-            young = False
-        return young, owner
-    os.close(lock)  # we only looked: let go at once
+    with _records.dead_owner_lock(root) as lock:  # we only look: let go at once
+        if lock is _records.Owner.ALIVE:
+            return True, owner
+        if lock in (_records.Owner.NO_LOCK, _records.Owner.INVALID):  # being created, unless it is old
+            try:
+                young = time.time() - os.lstat(root).st_mtime < _records.YOUNG_ROOT_S
+            except OSError:
+                young = False
+            return young, owner
     return False, owner
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -33,10 +34,23 @@ class SessionOptions:
     remote_url: str | None = None  # a Selenium Grid: see _remote and docs/grid.md
 
 
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
-    return value
+def check_bool(name: str, value: Any, allow_none: bool = False) -> Any:
+    """``value`` if it is True or False (or None with ``allow_none``); TypeError otherwise."""
+    if isinstance(value, bool) or (allow_none and value is None):
+        return value
+    allowed = "True, False or None" if allow_none else "True or False"
+    raise TypeError(f"{name} must be {allowed}, got {value!r} ({type(value).__name__})")
+
+
+def check_seconds(name: str, value: Any) -> float:
+    """``value`` as float seconds if it is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(
+            f"{name} must be a finite number of seconds > 0, got {value!r}", option=name, value=value
+        )
+    return float(value)
 
 
 def _check_path(name: str, value: Any) -> str | None:
@@ -67,22 +81,14 @@ def validate(
     remote_url: Any = None,
 ) -> SessionOptions:
     """Check every option; return them as a frozen :class:`SessionOptions`."""
-    _check_bool("headless", headless)
-    _check_bool("graceful", graceful)
-    _check_bool("raise_on_leak", raise_on_leak)
-    _check_bool("watchdog", watchdog)
-
-    if isinstance(cleanup_timeout, bool) or not isinstance(cleanup_timeout, (int, float)):
-        raise TypeError(
-            f"cleanup_timeout must be a number of seconds, got {cleanup_timeout!r} "
-            f"({type(cleanup_timeout).__name__})"
-        )
-    if not math.isfinite(cleanup_timeout) or cleanup_timeout <= 0:
-        raise ConfigError(
-            f"cleanup_timeout must be a finite number of seconds > 0, got {cleanup_timeout!r}",
-            option="cleanup_timeout",
-            value=cleanup_timeout,
-        )
+    for name, flag in (
+        ("headless", headless),
+        ("graceful", graceful),
+        ("raise_on_leak", raise_on_leak),
+        ("watchdog", watchdog),
+    ):
+        check_bool(name, flag)
+    check_seconds("cleanup_timeout", cleanup_timeout)
 
     if not isinstance(preset, str):
         raise TypeError(f"preset must be a string, got {type(preset).__name__}")
@@ -162,8 +168,6 @@ def validate(
             raise TypeError(f"env entries must be str to str, got {k!r}: {v!r}")
 
     if remote_url is not None:
-        from ._remote import check_remote_options
-
         remote_url = check_remote_options(remote_url, driver_path=driver_path, env=env)
 
     return SessionOptions(
@@ -181,3 +185,40 @@ def validate(
         watchdog=watchdog,
         remote_url=remote_url,
     )
+
+
+def check_remote_options(url: Any, *, driver_path: Any, env: Any) -> str:
+    """Validate ``remote_url`` and the options that cannot go with it."""
+    if not isinstance(url, str):
+        raise TypeError(f"remote_url must be a string like 'http://grid:4444', got {type(url).__name__}")
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"remote_url {url!r} is not an http(s) URL of a Selenium Grid; pass e.g. 'http://127.0.0.1:4444'",
+            option="remote_url",
+            value=url,
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as err:
+        raise ConfigError(f"remote_url {url!r}: {err}", option="remote_url", value=url) from None
+    if parts.query or parts.fragment:
+        raise ConfigError(
+            f"remote_url {url!r} must not carry a query or fragment; pass the Grid's base URL",
+            option="remote_url",
+            value=url,
+        )
+    if driver_path is not None:
+        raise ConfigError(
+            "driver_path= cannot be used with remote_url=: chromedriver runs on the Grid node "
+            "(configure it there)",
+            option="driver_path",
+            value=driver_path,
+        )
+    if env:
+        raise ConfigError(
+            "env= cannot be used with remote_url=: the browser's environment is the Grid node's",
+            option="env",
+            value=dict(env),
+        )
+    return url.strip().rstrip("/")

@@ -7,13 +7,16 @@ This is the only module that sends signals.  A session owns:
   died;
 * the members of chromedriver's process group (chromedriver is started in a
   new session, so the group is ours alone while chromedriver lives);
-* any process of the same user that carries one of the session's markers:
-  the session root path on its command line (every Chrome process: the
-  profile dir, or the crashpad ``--database`` under the session's
-  ``XDG_CONFIG_HOME``), or ``EMBASSY_CLEANUP_SESSION=<id>`` in its
-  environment (chromedriver, the browser and crashpad; Chrome overwrites the
-  environ area of zygote-forked processes with their titles, so for those the
-  command line is the key).
+* any process of the same user, born after the session started, that carries
+  one of the session's markers: ``EMBASSY_CLEANUP_SESSION=<id>`` in its
+  environment (chromedriver, the browser and crashpad), or, for a
+  Chrome-family process only, the session root path on its command line
+  (every Chrome process: the profile dir, or the crashpad ``--database``
+  under the session's ``XDG_CONFIG_HOME``; Chrome overwrites the environ area
+  of zygote-forked processes with their titles, so for those the command line
+  is the key).  A bystander that merely names the root (``tail -f``) is not
+  ours.  A record (``session.json``) names processes, but a recorded PID is
+  never enough on its own: it must pass this rule like any other process.
 
 Discovery is the union of all four, in one pass over the process table.
 Every signal is identity-checked (PID plus create time, through a pidfd on
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import threading
 from collections import defaultdict
@@ -36,7 +40,7 @@ import psutil
 
 from . import _platform
 from ._platform import SignalResult
-from ._report import ProcessAction
+from ._report import Outcome, ProcessAction
 
 log = logging.getLogger("embassy_cleanup")
 
@@ -53,7 +57,13 @@ def owner_marker() -> str:
     return f"{os.getpid()}:{psutil.Process().create_time()!r}"
 
 
-def owner_alive(marker: str) -> bool | None:
+def owner_alive(pid: int, create_time: float) -> bool:
+    """Whether the owner process born at ``create_time`` still runs (a zombie
+    owner is dead; an owner whose identity cannot be read counts as alive)."""
+    return _platform.is_running(pid, create_time)
+
+
+def marked_owner_alive(marker: str) -> bool | None:
     """Whether the owner named by an :data:`OWNER_MARKER` value still runs
     (None when the value cannot be read)."""
     pid_s, _, ct_s = marker.partition(":")
@@ -61,13 +71,22 @@ def owner_alive(marker: str) -> bool | None:
         pid, ct = int(pid_s), float(ct_s)
     except ValueError:
         return None
-    return _platform.is_running(pid, ct)
+    return owner_alive(pid, ct)
 
 
 #: Prefix of every session root directory.
 ROOT_PREFIX = "embassy_cleanup-"
+#: A session root in a path; group 1 is the session id.
+SESSION_IN_PATH = re.compile(re.escape(ROOT_PREFIX) + r"([0-9a-f]{12})")
+#: Names of the Chrome family's processes (the kernel's 15-character names
+#: included: ``chrome_crashpa``, ``chromium-headle``).
+CHROME_FAMILY = re.compile(r"^(chrome|chromium|chromedriver|headless_shell|chrome-headless-shell)", re.I)
 
-_CT_EPSILON = 0.01  # create times are read from /proc with 10 ms resolution
+
+def is_chrome_family(name: str) -> bool:
+    """Whether a process name is Chrome's, Chromium's, a headless shell's or chromedriver's."""
+    return bool(CHROME_FAMILY.match(name))
+
 _BORN_SLACK_S = 2.0  # clock slack between time.time() and /proc create times
 
 
@@ -137,6 +156,19 @@ def root_in_args(root: str, args: Iterable[str]) -> bool:
     return False
 
 
+def _chrome_named(proc: psutil.Process) -> bool:
+    try:
+        return is_chrome_family(proc.name())
+    except psutil.Error:
+        return False
+
+
+def carries_root(proc: psutil.Process, root: str) -> bool:
+    """Whether ``proc`` is a Chrome-family process with ``root`` on its command
+    line: the command-line half of the ownership rule (see :func:`_marker_of`)."""
+    return _cmdline_has(proc, root) and _chrome_named(proc)
+
+
 def _cmdline_has(proc: psutil.Process, needle: str) -> bool:
     try:
         return root_in_args(needle, proc.cmdline())
@@ -146,16 +178,20 @@ def _cmdline_has(proc: psutil.Process, needle: str) -> bool:
 
 def _marker_of(pid: int, create_time: float, root: str, session_id: str) -> str | None:
     """``"cmdline"`` or ``"env"`` if that same-user process carries one of the
-    session's markers, else None."""
+    session's markers, else None.
+
+    The session root on a command line counts only for a Chrome-family
+    process: an admin's ``tail -f <root>/tmp/x.log`` names the root too, and
+    is not ours (issue 13).  The env marker is set only by us."""
     try:
         proc = psutil.Process(pid)
-        if abs(proc.create_time() - create_time) >= _CT_EPSILON:
+        if not _platform.same_birth(proc.create_time(), create_time):
             return None  # the PID was reused since the table was read
     except psutil.Error:
         return None
     if not _platform.same_user(proc):
         return None
-    if root and _cmdline_has(proc, root):
+    if root and _cmdline_has(proc, root) and _chrome_named(proc):
         return "cmdline"
     if session_id and _environ_has(proc, ENV_MARKER, session_id):
         return "env"
@@ -180,26 +216,47 @@ class ProcessTracker:
         # carry its markers, so its command line and environment are not read
         # (that is most of the process table, and most of discovery's cost).
         self.born_after = born_after
-        self.recorded: dict[int, OwnedProcess] = {}
-        self.leader: OwnedProcess | None = None
+        self._recorded: dict[int, OwnedProcess] = {}
+        self._leader: OwnedProcess | None = None
         self._popen: subprocess.Popen[bytes] | None = None
         self._children: list[subprocess.Popen[bytes]] = []  # other processes we started
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler that tears the session down may run in a
+        # thread that is inside record() or discover() right now.
+        self._lock = threading.RLock()
         self._exclude = set(exclude)
 
+    # -- read-only views (snapshots taken under the lock) -------------------
+    @property
+    def leader(self) -> OwnedProcess | None:
+        """The process this session started and leads (chromedriver), if any."""
+        return self._leader
+
+    def processes(self) -> tuple[OwnedProcess, ...]:
+        """Every process recorded so far (a snapshot)."""
+        with self._lock:
+            return tuple(self._recorded.values())
+
+    def exclude(self, pid: int) -> None:
+        """Never touch ``pid`` (the owner's watchdog, for instance)."""
+        with self._lock:
+            self._exclude.add(pid)
+
     # -- recording -----------------------------------------------------
-    def adopt_leader(self, popen: subprocess.Popen[bytes]) -> OwnedProcess | None:
-        """Record ``popen`` (chromedriver) as the process this session started."""
+    def adopt_leader(self, popen: subprocess.Popen[bytes], via: str = "started") -> OwnedProcess | None:
+        """Record ``popen`` (chromedriver) as the process this session leads.
+
+        ``via`` says how we know it: ``"started"`` (we spawned it), or
+        ``"service"`` (adopt: Selenium's service spawned it in this process)."""
         self._popen = popen
         try:
             proc = psutil.Process(popen.pid)
-            leader = OwnedProcess(popen.pid, proc.create_time(), proc.name(), "started")
+            leader = OwnedProcess(popen.pid, proc.create_time(), proc.name(), via)
         except psutil.NoSuchProcess:
             popen.poll()
             return None
         with self._lock:
-            self.leader = leader
-            self.recorded[leader.pid] = leader
+            self._leader = leader
+            self._recorded[leader.pid] = leader
         return leader
 
     def adopt_child(self, popen: subprocess.Popen[bytes]) -> OwnedProcess | None:
@@ -218,19 +275,30 @@ class ProcessTracker:
     def record(self, procs: Iterable[OwnedProcess]) -> None:
         with self._lock:
             for p in procs:
-                self.recorded.setdefault(p.pid, p)
+                self._recorded.setdefault(p.pid, p)
 
-    def _started_pids(self) -> list[int]:
+    def started_pids(self) -> list[int]:
         """PIDs of the processes this session spawned itself, not yet reaped."""
-        pids = [self.leader.pid] if self.leader is not None and self._leader_unreaped() else []
+        pids = [self._leader.pid] if self._leader is not None and self._leader_unreaped() else []
         return pids + [p.pid for p in self._children if p.returncode is None]
+
+    def wait_started(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the processes this session started itself
+        to exit, and collect their exit status; True when none is left."""
+        for popen in ([self._popen] if self._popen is not None else []) + self._children:
+            try:
+                popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+        return True
 
     def _leader_unreaped(self) -> bool:
         return self._popen is None or self._popen.returncode is None
 
     @property
     def excluded(self) -> set[int]:
-        return _ancestors_of(os.getpid()) | self._exclude
+        with self._lock:
+            return _ancestors_of(os.getpid()) | self._exclude
 
     # -- discovery -----------------------------------------------------
     def discover(self) -> dict[int, OwnedProcess]:
@@ -241,7 +309,9 @@ class ProcessTracker:
         """
         rows = _platform.process_table()
         by_pid = {r.pid: r for r in rows}
-        excluded = set(self._exclude)
+        with self._lock:
+            excluded = set(self._exclude)
+            recorded = list(self._recorded.values())
         pid: int | None = os.getpid()  # the owner and its ancestors, from the same table
         while pid and pid not in excluded:
             excluded.add(pid)
@@ -256,18 +326,16 @@ class ProcessTracker:
             children[r.ppid].append(r.pid)
 
         found: dict[int, OwnedProcess] = {}
-        with self._lock:
-            recorded = list(self.recorded.values())
         for rec in recorded:
             entry = table.get(rec.pid)
-            if entry and abs(entry[1] - rec.create_time) < _CT_EPSILON:
+            if entry and _platform.same_birth(entry[1], rec.create_time):
                 found[rec.pid] = rec
 
         # Process groups led by a process we started (chromedriver, the
         # headless shell: both in new sessions).  Its group id cannot be
         # reused while that process is unreaped, which holds as long as it
         # is in the table with its recorded identity: it is our child.
-        groups = {pid: found[pid].create_time for pid in self._started_pids() if pid in found}
+        groups = {pid: found[pid].create_time for pid in self.started_pids() if pid in found}
         for r in rows:
             if r.pid in found or r.pid not in table:
                 continue
@@ -275,7 +343,7 @@ class ProcessTracker:
             via = None
             if groups:
                 pgrp = r.pgrp if r.pgrp is not None else _platform.process_group_of(r.pid)
-                if pgrp in groups and ctime + _CT_EPSILON >= groups[pgrp]:
+                if pgrp in groups and not _platform.born_before(ctime, groups[pgrp]):
                     via = "group"
             # An empty marker would match every process: such a key is off.
             young = ctime + _BORN_SLACK_S >= self.born_after
@@ -292,7 +360,7 @@ class ProcessTracker:
                 if child in found:
                     continue
                 _ppid, ctime, name = table[child]
-                if ctime + _CT_EPSILON >= parent.create_time:
+                if not _platform.born_before(ctime, parent.create_time):
                     found[child] = OwnedProcess(child, ctime, name, "descendant")
                     stack.append(child)
 
@@ -323,14 +391,14 @@ class ProcessTracker:
         survivors)``; our own children are reaped, nobody else's.
         """
         excluded = self.excluded
-        outcome: dict[int, str] = {}
+        outcome: dict[int, Outcome] = {}
         live: list[OwnedProcess] = []
         polite: list[OwnedProcess] = []
         for p in procs:
             if p.pid in excluded:  # never the owner, whatever the markers say
                 continue
             if not p.is_running():
-                outcome[p.pid] = "already exited"
+                outcome[p.pid] = Outcome.ALREADY_EXITED
                 continue
             live.append(p)
             if grace_timeout > 0 and not _is_stopped(p.pid):
@@ -339,18 +407,18 @@ class ProcessTracker:
         for p in polite:
             res = _platform.signal_process(p.pid, p.create_time, force=False)
             if res is not SignalResult.SENT:
-                outcome[p.pid] = res.value
+                outcome[p.pid] = _SIGNAL_OUTCOME[res]
         waiting = [p for p in polite if p.pid not in outcome]
         if waiting:
             still = _platform.wait_gone([p.ident for p in waiting], grace_timeout)
             for p in waiting:
                 if p.pid not in still:
-                    outcome[p.pid] = "terminated"
+                    outcome[p.pid] = Outcome.TERMINATED
 
         forced = [p for p in live if p.pid not in outcome]
         groups: dict[int, float] = {}  # group id -> its leader's create time
         if group_kill and _platform.HAVE_PROCESS_GROUPS:
-            started = set(self._started_pids())
+            started = set(self.started_pids())
             for p in forced:
                 if p.pid in started and p.via == "started":
                     res = _platform.kill_group(p.pid, p.create_time)
@@ -360,7 +428,7 @@ class ProcessTracker:
         for p in forced:
             res = _platform.signal_process(p.pid, p.create_time, force=True)
             if res is not SignalResult.SENT:
-                outcome[p.pid] = res.value
+                outcome[p.pid] = _SIGNAL_OUTCOME[res]
         if while_dying is not None:
             while_dying()
         waiting = [p for p in forced if p.pid not in outcome]
@@ -370,12 +438,12 @@ class ProcessTracker:
         waiting += self._group_members(groups, {p.pid for p in procs} | excluded)
         still = _platform.wait_gone([p.ident for p in waiting], kill_timeout) if waiting else set()
         for p in waiting:
-            outcome[p.pid] = "survived" if p.pid in still else "killed"
+            outcome[p.pid] = Outcome.SURVIVED if p.pid in still else Outcome.KILLED
         procs = list(procs) + [p for p in waiting if p.pid not in {q.pid for q in procs}]
 
         self.reap(procs)
         actions = [ProcessAction(p.pid, p.name, outcome[p.pid], p.via) for p in procs if p.pid in outcome]
-        survivors = [a for a in actions if a.outcome in ("survived", "denied")]
+        survivors = [a for a in actions if a.outcome.survived]
         for a in actions:
             log.debug("%s pid=%d (%s, via %s)", a.outcome, a.pid, a.name, a.via)
         return actions, survivors
@@ -387,10 +455,10 @@ class ProcessTracker:
         oldest = min(groups.values())
         out = []
         for r in _platform.process_table():
-            if r.pid in known or r.zombie or r.create_time + _CT_EPSILON < oldest:
+            if r.pid in known or r.zombie or _platform.born_before(r.create_time, oldest):
                 continue
             pgrp = r.pgrp if r.pgrp is not None else _platform.process_group_of(r.pid)
-            if pgrp in groups and r.create_time + _CT_EPSILON >= groups[pgrp]:
+            if pgrp in groups and not _platform.born_before(r.create_time, groups[pgrp]):
                 out.append(OwnedProcess(r.pid, r.create_time, r.name, "group"))
         self.record(out)
         return out
@@ -407,14 +475,14 @@ class ProcessTracker:
                 reaped.append(popen.pid)
         by_popen = {popen.pid for popen in popens}
         me = os.getpid()
-        candidates = {p.pid: p for p in self.recorded.values()}
+        candidates = {p.pid: p for p in self.processes()}
         candidates.update((p.pid, p) for p in procs)
         for pid, p in candidates.items():
             if pid in by_popen:
                 continue
             try:
                 proc = psutil.Process(pid)
-                if proc.ppid() != me or abs(proc.create_time() - p.create_time) >= _CT_EPSILON:
+                if proc.ppid() != me or not _platform.same_birth(proc.create_time(), p.create_time):
                     continue
             except psutil.Error:
                 continue
@@ -426,11 +494,11 @@ class ProcessTracker:
         """Our own children among the recorded processes that are zombies."""
         me = os.getpid()
         out = []
-        for p in list(self.recorded.values()):
+        for p in self.processes():
             try:
                 proc = psutil.Process(p.pid)
                 if (
-                    abs(proc.create_time() - p.create_time) < _CT_EPSILON
+                    _platform.same_birth(proc.create_time(), p.create_time)
                     and proc.ppid() == me
                     and proc.status() == psutil.STATUS_ZOMBIE
                 ):
@@ -438,6 +506,13 @@ class ProcessTracker:
             except psutil.NoSuchProcess:
                 continue
         return out
+
+
+_SIGNAL_OUTCOME = {
+    SignalResult.GONE: Outcome.ALREADY_EXITED,
+    SignalResult.REUSED: Outcome.PID_REUSED,
+    SignalResult.DENIED: Outcome.DENIED,
+}
 
 
 def _is_stopped(pid: int) -> bool:

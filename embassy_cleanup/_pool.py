@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import psutil
 
+from ._clock import call_with_deadline
 from ._errors import (
     CleanupIncomplete,
     ConfigError,
@@ -57,6 +58,7 @@ from ._errors import (
 )
 from ._options import SessionOptions, validate
 from ._session import ChromeUltraAggressiveCleanup
+from ._webdriver import first_line
 
 if TYPE_CHECKING:  # pragma: no cover
     from selenium.webdriver.chrome.webdriver import WebDriver
@@ -425,14 +427,14 @@ class _PoolCore:
         Cheap process checks first (chromedriver gone, a process stopped),
         then one WebDriver round trip bounded by ``check_timeout``.
         """
-        target = entry.session._state.target
-        if target is None or entry.session.report is not None:
+        if entry.session.report is not None:
             return "its session is closed"
-        procs = target.tracker.discover()
-        leader = target.tracker.leader
+        view = entry.session.view()
+        procs = view.discover()
+        leader = view.leader
         if leader is not None and not leader.is_running():
             return f"chromedriver (pid {leader.pid}) is gone"
-        for p in procs.values():
+        for p in procs:
             try:
                 if psutil.Process(p.pid).status() == psutil.STATUS_STOPPED and p.is_running():
                     return f"browser frozen (pid {p.pid} {p.name} is stopped)"
@@ -443,20 +445,14 @@ class _PoolCore:
     def _bounded(self, entry: _Entry, fn: Callable[[WebDriver], str | None]) -> str | None:
         """Run ``fn(driver)`` in a helper thread for at most ``check_timeout``:
         a hung browser makes a WebDriver call wait for minutes."""
-        out: list[str | None] = []
-
-        def run() -> None:
-            try:
-                out.append(fn(entry.driver))
-            except Exception as err:
-                out.append(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-
-        worker = threading.Thread(target=run, name=f"embassy-pool-check-{entry.sid}", daemon=True)
-        worker.start()
-        worker.join(self.check_timeout)
-        if worker.is_alive():  # it ends when the retirement kills the browser
+        call = call_with_deadline(
+            lambda: fn(entry.driver), self.check_timeout, f"embassy-pool-check-{entry.sid}"
+        )
+        if not call.done:  # it ends when the retirement kills the browser
             return f"the browser did not answer within {self.check_timeout} s"
-        return out[0] if out else "the check ended without a result"
+        if call.error is not None:
+            return first_line(call.error)
+        return call.value
 
     # -- retiring ------------------------------------------------------------
     def retire(self, entry: _Entry, why: str) -> None:
@@ -716,6 +712,30 @@ class ChromePool:
     @property
     def closed(self) -> bool:
         return self._core.closed
+
+    # -- internal, read-only: for tests and tools, never for tearing down ----------
+    def session_of(self, driver: Any) -> ChromeUltraAggressiveCleanup | None:
+        """Internal: the session behind a driver that :meth:`session` handed
+        out and that is still checked out (None otherwise)."""
+        with self._core.cond:
+            return next(
+                (e.session for e in self._core.busy if e.lease is not None and e.lease.view is driver),
+                None,
+            )
+
+    def sessions_in_use(self) -> list[ChromeUltraAggressiveCleanup]:
+        """Internal: the sessions of the browsers checked out now."""
+        with self._core.cond:
+            return [e.session for e in self._core.busy]
+
+    def idle_sessions(self) -> list[ChromeUltraAggressiveCleanup]:
+        """Internal: the sessions of the idle browsers, least recently used first."""
+        with self._core.cond:
+            return [e.session for e in self._core.idle]
+
+    def reaper_thread(self) -> threading.Thread | None:
+        """Internal: the idle reaper's thread (None without ``idle_timeout``)."""
+        return self._core.reaper
 
     def close(self) -> list[CleanupReport]:
         """Tear down every browser, in use or idle (idempotent); return their

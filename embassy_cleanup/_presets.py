@@ -12,7 +12,7 @@ would silently drop the earlier list.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 #: Flags every session gets, whatever the preset: they stop Chrome from
 #: reaching out to the network or doing first-run work it does not need.
@@ -59,7 +59,9 @@ PRESETS: Mapping[str, tuple[tuple[str, str], ...]] = {
     "headless-shell": _MINIMAL,
 }
 
-DEFAULT_PRESET = "balanced"
+#: The preset names, as a type: ``preset=`` takes one of these.
+PresetName = Literal["balanced", "minimal", "stock", "headless-shell"]
+DEFAULT_PRESET: PresetName = "balanced"
 
 #: Presets that run the headless shell instead of the Chrome binary.
 SHELL_PRESETS = frozenset({"headless-shell"})

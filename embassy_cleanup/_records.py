@@ -1,4 +1,4 @@
-"""Ownership records and the stale sweep.
+"""Ownership records: ``session.json`` and the owner lock.
 
 Each session root holds ``session.json`` (owner pid and create time, session
 id, pids, ports) and ``owner.lock``, which the owner keeps locked
@@ -7,29 +7,28 @@ moment the owner dies, however it dies, so liveness is decided without
 looking at PIDs at all, and PID reuse cannot fool it: a session whose lock
 can be taken has no live owner.
 
-``sweep_stale()`` tears down such sessions: it holds the lock while it
-works (so two sweepers never work on one session), kills by the session's
-markers and removes the dir.  It skips anything that is not a directory we
-own (other users' dirs in a shared /tmp, symlinks), and copes with records
-that are missing or half-written (the markers come from the dir name).
+A record is only ever a hint (see :func:`load_record`): the stale sweep
+(``_sweep``) decides what is a session's by the ownership rule of
+``_ownership``, never by a recorded PID alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import json
 import logging
+import math
 import os
-import re
 import stat
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterator
 
 from . import _platform
-from ._ownership import ENV_MARKER, ROOT_PREFIX, OwnedProcess, ProcessTracker
-from ._report import CleanupReport
+from ._errors import LaunchError
+from ._ownership import ROOT_PREFIX
 
 log = logging.getLogger("embassy_cleanup")
 
@@ -39,7 +38,10 @@ LOCK_NAME = "owner.lock"
 #: only one older than this is treated as a crash leftover.
 YOUNG_ROOT_S = 30.0
 
-_SID_RE = re.compile(re.escape(ROOT_PREFIX) + r"([0-9a-f]{12})")
+#: The largest ``session.json`` we read, and the most PIDs we take from one.
+MAX_RECORD_BYTES = 1 << 20
+MAX_RECORD_PIDS = 4096
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
@@ -64,8 +66,8 @@ class OwnerLock:
             # There is one already (a released or crashed owner's): take it
             # if nobody holds it.
             os.close(fd)
-            fd = os.open(self.path, os.O_RDWR | _O_NOFOLLOW | _O_CLOEXEC)
-            if not _platform.lock_file(fd, blocking=False):
+            fd = os.open(self.path, os.O_RDWR | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK)
+            if not stat.S_ISREG(os.fstat(fd).st_mode) or not _platform.lock_file(fd, blocking=False):
                 os.close(fd)
                 raise RuntimeError(f"{self.path} is locked by another process") from None
         except BaseException:
@@ -93,23 +95,117 @@ class OwnerLock:
 
 
 def write_record(root: str, data: dict[str, Any]) -> None:
-    """Write ``session.json`` atomically (a reader never sees half of it)."""
+    """Write ``session.json`` atomically (a reader never sees half of it).
+
+    A full disk or an unwritable dir raises :class:`LaunchError` naming the
+    path and the free space; the half-written temp file is removed.
+    """
     tmp = os.path.join(root, f".{RECORD_NAME}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-    os.replace(tmp, os.path.join(root, RECORD_NAME))
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+        os.replace(tmp, os.path.join(root, RECORD_NAME))
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise LaunchError(
+            f"cannot write the session record in {root!r}: {err.strerror or err}"
+            f"{free_space_note(root)}; free some space or pass temp_root= on another file system",
+            path=root,
+        ) from err
+
+
+def free_space_note(path: str) -> str:
+    """``" (N MiB free)"`` for the file system holding ``path``, or ``""``."""
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):
+        return ""
+    return f" ({st.f_bavail * st.f_frsize / 2**20:.0f} MiB free on that file system)"
+
+
+def _read_regular(path: str, limit: int) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes.
+
+    Opened non-blocking and without following symlinks, so a FIFO, a device
+    or a link planted under the record's name never blocks or misleads us."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        return os.read(fd, limit + 1)[:limit]
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _finite_positive(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    )
+
+
+def _valid_pid(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 < value < 2**22
+
+
+def load_record(root: str) -> tuple[dict[str, Any], list[str]]:
+    """The record's valid fields, and what was wrong with the rest.
+
+    A record is a hint written by a process that may be dead, or forged by
+    anyone who can write to the temp dir: every field is checked, its size
+    is capped (:data:`MAX_RECORD_BYTES`, :data:`MAX_RECORD_PIDS`), and a bad
+    field is dropped and named, never trusted and never fatal."""
+    raw = _read_regular(os.path.join(root, RECORD_NAME), MAX_RECORD_BYTES)
+    if raw is None:
+        return {}, []
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}, ["session.json is not valid JSON"]
+    if not isinstance(data, dict):
+        return {}, ["session.json is not an object"]
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    for key in ("session_id", "root"):
+        if isinstance(data.get(key), str):
+            out[key] = data[key]
+    if _valid_pid(data.get("owner_pid")):
+        out["owner_pid"] = data["owner_pid"]
+    for key in ("owner_create_time", "created"):
+        if _finite_positive(data.get(key)):
+            out[key] = float(data[key])
+    pids = data.get("pids", [])
+    if isinstance(pids, list):
+        good = [
+            [p[0], float(p[1]), p[2]]
+            for p in pids[:MAX_RECORD_PIDS]
+            if isinstance(p, list)
+            and len(p) == 3
+            and _valid_pid(p[0])
+            and _finite_positive(p[1])
+            and isinstance(p[2], str)
+        ]
+        if len(good) < len(pids):
+            problems.append(
+                f"{len(pids) - len(good)} of {len(pids)} recorded process(es) invalid or over the cap"
+            )
+        out["pids"] = good
+    ports = data.get("ports", [])
+    if isinstance(ports, list):
+        out["ports"] = [p for p in ports[:64] if _valid_pid(p) and p < 65536]
+    return out, problems
 
 
 def read_record(root: str) -> dict[str, Any]:
-    """The record, or ``{}`` when it is missing, unreadable or half-written."""
-    try:
-        fd = os.open(os.path.join(root, RECORD_NAME), os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
-        with os.fdopen(fd, encoding="utf-8") as fh:
-            data = json.load(fh)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    """The record's valid fields (see :func:`load_record`); ``{}`` when missing."""
+    return load_record(root)[0]
 
 
 def session_id_of(root: str) -> str | None:
@@ -156,172 +252,51 @@ def find_roots(temp_root: str | None = None) -> list[Candidate]:
     return out
 
 
-def try_lock_dead_owner(root: str) -> int | None | bool:
-    """Take the owner lock of ``root`` if its owner is dead.
+class Owner(enum.Enum):
+    """What the owner lock of a session root says about its owner."""
 
-    Returns the locked fd (caller closes it), ``False`` when the owner is
-    alive (the lock is held), or ``None`` when there is no lock file (a
-    session being created, or one that crashed before locking).
-    """
+    DEAD = "dead"  # we hold its lock now: nobody else will touch the session
+    ALIVE = "alive"  # the lock is held: a live owner (never touched)
+    NO_LOCK = "no lock"  # no lock file: a session being created, or one that crashed first
+    INVALID = "invalid"  # the lock is not a regular file of ours (a symlink, a FIFO): never trusted
+
+
+@contextlib.contextmanager
+def dead_owner_lock(root: str) -> Iterator[Owner]:
+    """Take the owner lock of ``root`` if its owner is dead, for the ``with`` block.
+
+    Yields :attr:`Owner.DEAD` while the lock is held (released at the end of
+    the block), or what else the lock says.  An ``owner.lock`` that is a
+    symlink or not a regular file is :attr:`Owner.INVALID`: the dir is not
+    a live session's (a live owner's lock is a regular file it created), but
+    nothing of it is trusted either."""
+    path = os.path.join(root, LOCK_NAME)
     try:
-        fd = os.open(os.path.join(root, LOCK_NAME), os.O_RDWR | _O_NOFOLLOW | _O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK)
     except FileNotFoundError:
-        return None
+        yield Owner.NO_LOCK
+        return
     except OSError:
-        return False  # a symlink (ELOOP) or unreadable: not ours to touch
-    if not _platform.lock_file(fd, blocking=False):
-        os.close(fd)
-        return False
-    # Another sweeper may have locked, swept and deleted this file between our
-    # open() and our lock: then we hold a lock on a file that is gone.
+        yield Owner.INVALID if os.path.lexists(path) else Owner.NO_LOCK
+        return
     try:
-        st, now = os.fstat(fd), os.lstat(os.path.join(root, LOCK_NAME))
-        same = st.st_nlink > 0 and (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino)
-    except OSError:
-        same = False
-    if not same:
-        os.close(fd)
-        return False
-    return fd
-
-
-def tracker_for(root: str, session_id: str, exclude: Iterable[int] = ()) -> ProcessTracker:
-    """A tracker for a session we did not start in this process: markers from
-    the dir name, recorded pids (with create times) from the record."""
-    record = read_record(root) if root else {}
-    created = record.get("created")
-    born_after = float(created) if isinstance(created, (int, float)) and created > 0 else 0.0
-    tracker = ProcessTracker(session_id, root, exclude=exclude, born_after=born_after)
-    procs = []
-    for item in record.get("pids", []):
         try:
-            procs.append(OwnedProcess(int(item[0]), float(item[1]), str(item[2]), "recorded"))
-        except (TypeError, ValueError, IndexError):
-            continue
-    tracker.record(procs)
-    return tracker
-
-
-def reap_orphaned(
-    root: str | None, session_id: str, budget: float = 5.0, exclude: Iterable[int] = ()
-) -> CleanupReport:
-    """Tear down a session whose owner is gone: kill by markers, remove the dir.
-
-    ``root`` may be None when the dir is already gone; the env marker and the
-    recorded pids still find the processes.
-    """
-    from ._teardown import TeardownInterrupted, TeardownTarget, run_teardown
-
-    if not session_id:
-        raise ValueError("reap_orphaned needs a session id: an empty marker would match everything")
-    root = root or None
-    record = read_record(root) if root else {}
-    tracker = tracker_for(root or "", session_id, exclude)
-    ports = {int(p) for p in record.get("ports", []) if isinstance(p, int)}
-    target = TeardownTarget(session_id, tracker, root, ports=ports, graceful=False)
-    try:
-        return run_teardown(target, budget)
-    except TeardownInterrupted as held:  # finished; hand on the original Ctrl-C
-        raise held.original from None
-
-
-def _sessions_with_live_processes(cands: list[Candidate]) -> set[str]:
-    """Which of these sessions still have a running process, in ONE pass over
-    the process table (a sweep of hundreds of stale dirs must not scan it
-    hundreds of times)."""
-    import psutil
-
-    wanted = {c.session_id for c in cands}
-    born_after = 0.0
-    createds = [read_record(c.root).get("created") for c in cands]
-    if createds and all(isinstance(t, (int, float)) and t > 0 for t in createds):
-        born_after = min(float(t) for t in createds)  # type: ignore[arg-type]
-    found: set[str] = set()
-    me = os.getpid()
-    for proc in psutil.process_iter(["create_time", "status"]):
-        info = proc.info
-        if proc.pid == me or info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        if (info["create_time"] or 0.0) + 2.0 < born_after or not _platform.same_user(proc):
-            continue
+            st = os.fstat(fd)
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            yield Owner.INVALID
+            return
+        if not _platform.lock_file(fd, blocking=False):
+            yield Owner.ALIVE
+            return
+        # Another sweeper may have locked, swept and deleted this file between
+        # our open() and our lock: then we hold a lock on a file that is gone.
         try:
-            args = proc.cmdline()
-        except psutil.Error:
-            continue
-        hit = next(
-            (m.group(1) for a in args for m in [_SID_RE.search(a)] if m and m.group(1) in wanted), None
-        )
-        if hit is None:
-            try:
-                sid = proc.environ().get(ENV_MARKER)
-            except Exception:  # psutil errors, garbled environ areas
-                sid = None
-            hit = sid if sid in wanted else None
-        if hit is not None:
-            found.add(hit)
-    return found
-
-
-def _remove_only(cand: Candidate) -> CleanupReport:
-    """The report of a stale session with nothing left running: only its dir
-    goes (the one process scan of the sweep found none of its processes)."""
-    from ._report import Leftover, Stage, StageResult
-    from ._teardown import _remove_tree
-
-    t0 = time.monotonic()
-    err = _remove_tree(cand.root)
-    took = time.monotonic() - t0
-    nothing = "no process of the session was running (one scan for the whole sweep)"
-    stages = [
-        StageResult(Stage.QUIT, 0.0, skipped_reason="its owner is gone"),
-        StageResult(Stage.KILL_TREE, 0.0, notes=(nothing,)),
-        StageResult(Stage.PORTS, 0.0, skipped_reason=nothing),
-        StageResult(Stage.OS_KILL, 0.0, skipped_reason=nothing),
-        StageResult(
-            Stage.PROFILE, took, removed=(cand.root,) if err is None else (), errors=(err,) if err else ()
-        ),
-        StageResult(Stage.VERIFY, 0.0, notes=("dir gone" if err is None else "dir still there",)),
-    ]
-    left = () if err is None and not os.path.lexists(cand.root) else (Leftover("dir", cand.root),)
-    return CleanupReport(cand.session_id, tuple(stages), left, took)
-
-
-def sweep_stale(
-    temp_root: str | None = None, budget: float = 5.0, exclude: Iterable[int] = ()
-) -> list[CleanupReport]:
-    """Tear down every session in ``temp_root`` whose owner is dead.
-
-    A live owner's session is never touched: its lock is held.  Safe to run
-    from several processes at once.  Returns one report per session swept.
-    Sessions with processes still running get the full staged teardown; for
-    the rest (most of them, after a reboot) only the dir is removed, after a
-    single scan of the process table for the whole sweep.
-    """
-    now = time.time()
-    locked: list[tuple[Candidate, int | None]] = []
-    for cand in find_roots(temp_root):
-        lock = try_lock_dead_owner(cand.root)
-        if lock is False:
-            continue
-        if lock is None:
-            try:
-                age = now - os.lstat(cand.root).st_mtime
-            except OSError:
-                continue
-            if age < YOUNG_ROOT_S:
-                continue  # probably being created right now
-        locked.append((cand, lock))
-    reports = []
-    try:
-        live = _sessions_with_live_processes([c for c, _ in locked]) if locked else set()
-        for cand, _lock in locked:
-            log.info("sweeping stale session %s (owner gone): %s", cand.session_id, cand.root)
-            if cand.session_id in live:
-                reports.append(reap_orphaned(cand.root, cand.session_id, budget, exclude))
-            else:
-                reports.append(_remove_only(cand))
+            held, now = os.fstat(fd), os.lstat(path)
+            same = held.st_nlink > 0 and (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+        except OSError:
+            same = False
+        yield Owner.DEAD if same else Owner.ALIVE
     finally:
-        for _cand, lock in locked:
-            if lock is not None:
-                os.close(lock)
-    return reports
+        os.close(fd)

@@ -26,22 +26,25 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
-from ._errors import ConfigError, LaunchError
-from ._report import CleanupReport, Leftover, Stage, StageResult
-from ._teardown import QUIT_SHARE, TeardownInterrupted, TeardownTarget, _Clock, _run_stage, _StageRun
+from ._errors import GridError, LaunchError
+from ._launcher import webdriver_reason
+from ._options import SessionOptions
+from ._ownership import ProcessTracker
+from ._presets import merge_flags, preset_flags
+from ._report import Leftover, Stage
+from ._teardown import QUIT_SHARE, Plan, StageRun, TeardownRun, TeardownTarget
+from ._watchdog import Reaper
+from ._webdriver import CommandGuard, first_line, quit_within, release_driver
 
 if TYPE_CHECKING:  # pragma: no cover
     from selenium.webdriver.remote.webdriver import WebDriver
-
-    from ._options import SessionOptions
 
 log = logging.getLogger("embassy_cleanup")
 
@@ -57,48 +60,6 @@ WATCHDOG_DELETE_TRIES = 3
 SESSION_CAPABILITY = "embassy_cleanup:session"
 
 
-class GridError(OSError):
-    """The Grid did not answer as expected (connection, HTTP status, JSON)."""
-
-
-# -- options ------------------------------------------------------------------
-def check_remote_options(url: Any, *, driver_path: Any, env: Any) -> str:
-    """Validate ``remote_url`` and the options that cannot go with it."""
-    if not isinstance(url, str):
-        raise TypeError(f"remote_url must be a string like 'http://grid:4444', got {type(url).__name__}")
-    parts = urllib.parse.urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"remote_url {url!r} is not an http(s) URL of a Selenium Grid; pass e.g. 'http://127.0.0.1:4444'",
-            option="remote_url",
-            value=url,
-        )
-    try:
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as err:
-        raise ConfigError(f"remote_url {url!r}: {err}", option="remote_url", value=url) from None
-    if parts.query or parts.fragment:
-        raise ConfigError(
-            f"remote_url {url!r} must not carry a query or fragment; pass the Grid's base URL",
-            option="remote_url",
-            value=url,
-        )
-    if driver_path is not None:
-        raise ConfigError(
-            "driver_path= cannot be used with remote_url=: chromedriver runs on the Grid node "
-            "(configure it there)",
-            option="driver_path",
-            value=driver_path,
-        )
-    if env:
-        raise ConfigError(
-            "env= cannot be used with remote_url=: the browser's environment is the Grid node's",
-            option="env",
-            value=dict(env),
-        )
-    return url.strip().rstrip("/")
-
-
 # -- talking to the Grid --------------------------------------------------------
 def _request(url: str, method: str, timeout: float) -> tuple[int, bytes]:
     req = urllib.request.Request(url, method=method, headers={"Accept": "application/json"})
@@ -111,7 +72,7 @@ def _request(url: str, method: str, timeout: float) -> tuple[int, bytes]:
         return err.code, body
     except (OSError, ValueError) as err:  # URLError, timeouts, refused connections
         reason = getattr(err, "reason", err)
-        raise GridError(f"{method} {url}: {type(reason).__name__}: {reason}") from err
+        raise GridError(f"{method} {url}: {type(reason).__name__}: {reason}", url=url) from err
 
 
 def grid_status(url: str, timeout: float = STATUS_TIMEOUT) -> dict[str, Any]:
@@ -120,9 +81,11 @@ def grid_status(url: str, timeout: float = STATUS_TIMEOUT) -> dict[str, Any]:
     try:
         value = json.loads(body)["value"]
     except (ValueError, KeyError, TypeError):
-        raise GridError(f"GET {url}/status answered {code} without a WebDriver status body") from None
+        raise GridError(
+            f"GET {url}/status answered {code} without a WebDriver status body", url=url
+        ) from None
     if code != 200 or not isinstance(value, dict):
-        raise GridError(f"GET {url}/status answered {code}")
+        raise GridError(f"GET {url}/status answered {code}", url=url)
     return value
 
 
@@ -152,7 +115,7 @@ def delete_session(url: str, remote_sid: str, timeout: float = DELETE_TIMEOUT) -
         message = json.loads(body)["value"]["message"]
     except (ValueError, KeyError, TypeError):
         message = body[:200].decode("utf-8", "replace")
-    raise GridError(f"DELETE {url}/session/{remote_sid} answered {code}: {message}")
+    raise GridError(f"DELETE {url}/session/{remote_sid} answered {code}: {message}", url=url)
 
 
 def check_reachable(url: str, timeout: float = STATUS_TIMEOUT) -> dict[str, Any]:
@@ -188,8 +151,6 @@ def chrome_options(opts: SessionOptions, session_id: str) -> Any:
     """
     from selenium import webdriver
 
-    from ._presets import merge_flags, preset_flags
-
     options = webdriver.ChromeOptions()
     start: list[str] = []
     if opts.options is not None:
@@ -209,69 +170,80 @@ def chrome_options(opts: SessionOptions, session_id: str) -> Any:
     return options
 
 
-def start_session(state: Any) -> WebDriver:
-    """Create the remote session for ``state`` (a ``_session._SessionState``).
+class RemoteKind:
+    """A session on a Selenium Grid (``_lifecycle.Kind``): nothing local but
+    the WebDriver client.  Its plan is the bounded quit with the ``DELETE``
+    fallback and the ``/status`` verification; the four local stages are
+    skipped with :data:`REMOTE_SKIP`."""
 
-    Sets ``state.target`` first, so that a failure after the Grid created the
-    session still deletes it (the caller tears down on any exception).
-    """
-    from selenium import webdriver
+    kind: ClassVar[str] = "remote"
 
-    opts: SessionOptions = state.opts
-    url = opts.remote_url
-    assert url is not None
-    check_reachable(url)
-    from ._ownership import ProcessTracker
+    def __init__(self, session_id: str, opts: SessionOptions) -> None:
+        self.session_id = session_id
+        self.opts = opts
+        self.target: RemoteTarget | None = None
 
-    target = RemoteTarget(
-        state.session_id,
-        ProcessTracker(state.session_id, ""),  # nothing local to track
-        None,
-        graceful=opts.graceful,
-        remote_url=url,
-    )
-    state.target = target
-    try:
-        driver = webdriver.Remote(command_executor=url, options=chrome_options(opts, state.session_id))
-    except Exception as err:  # WebDriverException, urllib3 errors: all mean "no session"
-        from ._launcher import webdriver_reason
+    def plan(self) -> tuple[TeardownTarget, Plan] | None:
+        return (self.target, REMOTE_PLAN) if self.target is not None else None
 
-        reason = webdriver_reason(err)
-        raise LaunchError(
-            f"Selenium Grid at {url!r} did not create a session: {reason}; check the Grid's "
-            "log, its free slots and the node's Chrome",
-            path=url,
-        ) from err
-    target.driver = driver
-    target.remote_session_id = driver.session_id
-    register_with_watchdog(state)
-    return driver
+    def watchdog_record(self) -> dict[str, Any] | None:
+        t = self.target
+        if t is None or t.remote_session_id is None:
+            return None
+        return {"url": t.remote_url, "remote_sid": t.remote_session_id}
+
+    def release(self) -> None:
+        if self.target is not None:
+            release_driver(self.target.driver)
+            self.target.driver = None
+
+    def forget_in_child(self) -> None:
+        """Nothing of a remote session is held as a file or a lock."""
+
+    def start(self, arm_finalizer: Callable[[], None]) -> WebDriver:
+        """Create the remote session.  Sets ``target`` first, so that a failure
+        after the Grid created the session still deletes it (the caller tears
+        down on any exception)."""
+        from selenium import webdriver
+
+        url = self.opts.remote_url
+        assert url is not None
+        check_reachable(url)
+        self.target = RemoteTarget(
+            self.session_id,
+            ProcessTracker(self.session_id, ""),  # nothing local to track
+            None,
+            graceful=self.opts.graceful,
+            remote_url=url,
+        )
+        arm_finalizer()
+        try:
+            driver = webdriver.Remote(
+                command_executor=url, options=chrome_options(self.opts, self.session_id)
+            )
+        except Exception as err:  # WebDriverException, urllib3 errors: all mean "no session"
+            raise LaunchError(
+                f"Selenium Grid at {url!r} did not create a session: {webdriver_reason(err)}; check the "
+                "Grid's log, its free slots and the node's Chrome",
+                path=url,
+            ) from err
+        self.target.driver = driver
+        self.target.commands = CommandGuard(driver, self.session_id)
+        self.target.remote_session_id = driver.session_id
+        return driver
 
 
-def register_with_watchdog(state: Any) -> None:
-    """List the session as live (signal handlers tear live sessions down) and,
-    when ``watchdog=True``, tell the owner's watchdog about it."""
-    from . import _watchdog
-
-    _watchdog._live[state.session_id] = state
-    if not state.opts.watchdog:
-        return
-    hook = _watchdog._CrashSafetyHook(None, registered=False)
-    state.hooks.append(hook)
-    _watchdog._get_client().send(add_message(state))
-    hook.registered = True
-
-
-def add_message(state: Any) -> dict[str, Any]:
-    """The watchdog's ``add`` message for a remote session."""
-    target = state.target
-    return {
-        "op": "add",
-        "sid": state.session_id,
-        "root": None,
-        "remote_url": target.remote_url,
-        "remote_sid": target.remote_session_id,
-    }
+# -- owner death: the watchdog's reaper ----------------------------------------------
+def parse_remote(body: Any) -> tuple[str, str]:
+    """``(grid url, remote session id)`` of a remote session's watchdog record."""
+    if not isinstance(body, dict):
+        raise ValueError("a remote session's record must be an object")
+    url, rsid = body.get("url"), body.get("remote_sid")
+    if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError(f"bad Grid URL {url!r}")
+    if not isinstance(rsid, str) or not 0 < len(rsid) <= 128:
+        raise ValueError(f"bad remote session id {rsid!r}")
+    return url, rsid
 
 
 def reap_remote(sid: str, url: str, remote_sid: str, tries: int = WATCHDOG_DELETE_TRIES) -> str:
@@ -287,8 +259,17 @@ def reap_remote(sid: str, url: str, remote_sid: str, tries: int = WATCHDOG_DELET
     return f"failed: {last}"
 
 
+def _reap_parsed(sid: str, parsed: tuple[str, str], exclude: set[int]) -> str:
+    return f"remote {parsed[1]}: {reap_remote(sid, *parsed)}"
+
+
+REMOTE_REAPER = Reaper(parse=parse_remote, reap=_reap_parsed, remote=True)
+
+
 # -- teardown -----------------------------------------------------------------------
-def _stage_quit(target: RemoteTarget, clock: _Clock, run: _StageRun) -> None:
+def _stage_quit(t: TeardownRun, run: StageRun) -> None:
+    target = t.target
+    assert isinstance(target, RemoteTarget)
     rsid = target.remote_session_id
     if rsid is None:
         run.skipped = "no remote session was created"
@@ -299,32 +280,19 @@ def _stage_quit(target: RemoteTarget, clock: _Clock, run: _StageRun) -> None:
     elif not target.graceful:
         run.notes.append("graceful=False: no driver.quit()")
     else:
-        share = min(clock.remaining(), (clock.deadline - clock.start) * QUIT_SHARE)
-        done = threading.Event()
-        failure: list[BaseException] = []
-        driver = target.driver
-
-        def quit_driver() -> None:
-            try:
-                driver.quit()
-            except BaseException as err:  # noqa: BLE001 - reported, never raised here
-                failure.append(err)
-            finally:
-                done.set()
-
-        threading.Thread(target=quit_driver, name="embassy-cleanup-quit", daemon=True).start()
-        if not done.wait(share):
+        share = t.budget.share(QUIT_SHARE)
+        call = quit_within(target.driver, share)
+        if not call.done:
             run.errors.append(f"driver.quit() did not return within {share:.2f} s; deleting the session")
-        elif failure:
-            first = str(failure[0]).strip().splitlines()
-            run.notes.append(f"quit raised {type(failure[0]).__name__}: {first[0] if first else ''}")
+        elif call.error is not None:
+            run.errors.append(f"driver.quit() raised {first_line(call.error)}; deleting the session")
         else:
             run.notes.append("driver.quit() returned")
             quit_ok = True
     if quit_ok:
         return
     # Leave verification at least a third of what is left.
-    timeout = min(DELETE_TIMEOUT, clock.remaining() * 2 / 3)
+    timeout = min(DELETE_TIMEOUT, t.budget.remaining() * 2 / 3)
     try:
         outcome = delete_session(target.remote_url, rsid, timeout)
     except GridError as err:
@@ -337,7 +305,9 @@ def _stage_quit(target: RemoteTarget, clock: _Clock, run: _StageRun) -> None:
 VERIFY_POLL_S = 0.1
 
 
-def _stage_verify(target: RemoteTarget, clock: _Clock, run: _StageRun) -> list[Leftover]:
+def _stage_verify(t: TeardownRun, run: StageRun) -> list[Leftover]:
+    target = t.target
+    assert isinstance(target, RemoteTarget)
     rsid = target.remote_session_id
     if rsid is None:
         run.notes.append("no remote session was created")
@@ -345,7 +315,9 @@ def _stage_verify(target: RemoteTarget, clock: _Clock, run: _StageRun) -> list[L
     last_error: str | None = None
     while True:
         try:
-            listed = listed_sessions(grid_status(target.remote_url, min(STATUS_TIMEOUT, clock.remaining())))
+            listed = listed_sessions(
+                grid_status(target.remote_url, min(STATUS_TIMEOUT, t.budget.remaining()))
+            )
         except GridError as err:
             last_error = str(err)
         else:
@@ -353,9 +325,9 @@ def _stage_verify(target: RemoteTarget, clock: _Clock, run: _StageRun) -> list[L
             if rsid not in listed:
                 run.notes.append(f"the Grid lists no slot with session {rsid}: slot free")
                 return []
-        if clock.remaining() <= VERIFY_POLL_S:
+        if t.budget.remaining() <= VERIFY_POLL_S:
             break
-        time.sleep(VERIFY_POLL_S)
+        t.clock.sleep(VERIFY_POLL_S)
     if last_error is not None:
         run.errors.append(last_error)
         return [Leftover("unverified", f"Grid /status: {last_error}")]
@@ -363,42 +335,15 @@ def _stage_verify(target: RemoteTarget, clock: _Clock, run: _StageRun) -> list[L
     return [Leftover("remote-session", f"{rsid} still listed by {target.remote_url}")]
 
 
-def run_remote_teardown(
-    target: RemoteTarget, budget: float, now: Callable[[], float] = time.monotonic
-) -> CleanupReport:
-    """The six stages for a remote session, within ``budget`` seconds.
-
-    Same contract as ``_teardown.run_teardown`` (one report, every stage
-    listed, TeardownInterrupted after finishing on Ctrl-C).
-    """
-    clock = _Clock(budget, now)
-    stages: list[StageResult] = []
-    _run_stage(stages, Stage.QUIT, _stage_quit, target, clock)
-    for stage in (Stage.KILL_TREE, Stage.PORTS, Stage.OS_KILL, Stage.PROFILE):
-        stages.append(StageResult(stage, 0.0, skipped_reason=REMOTE_SKIP))
-    found = _run_stage(stages, Stage.VERIFY, _stage_verify, target, clock)
-    leftovers = found if found is not None else [Leftover("unverified", stages[-1].errors[0])]
-    report = CleanupReport(
-        session_id=target.session_id,
-        stages=tuple(stages),
-        leftovers=tuple(leftovers),
-        duration_s=clock.now() - clock.start,
-        passes=1,
-    )
-    if report.ok:
-        log.info(
-            "session %s (remote %s) cleaned in %.0f ms",
-            target.session_id,
-            target.remote_session_id,
-            report.duration_s * 1000,
-        )
-    else:
-        log.warning(
-            "session %s (remote %s): %s",
-            target.session_id,
-            target.remote_session_id,
-            ", ".join(str(lo) for lo in leftovers),
-        )
-    if clock.interrupted:
-        raise TeardownInterrupted(report, clock.interrupted[0])
-    return report
+#: A remote session's plan: the four local stages have nothing to do here.
+REMOTE_PLAN = Plan(
+    {
+        Stage.QUIT: _stage_quit,
+        Stage.KILL_TREE: REMOTE_SKIP,
+        Stage.PORTS: REMOTE_SKIP,
+        Stage.OS_KILL: REMOTE_SKIP,
+        Stage.PROFILE: REMOTE_SKIP,
+        Stage.VERIFY: _stage_verify,
+    },
+    max_passes=1,
+)

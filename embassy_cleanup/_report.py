@@ -30,22 +30,43 @@ class Stage(str, enum.Enum):
         return self.value
 
 
+class Outcome(str, enum.Enum):
+    """What became of one process a stage dealt with (the values are the
+    tokens in reports and JSON)."""
+
+    TERMINATED = "terminated"  # exited after SIGTERM
+    KILLED = "killed"  # needed SIGKILL
+    ALREADY_EXITED = "already exited"
+    PID_REUSED = "pid reused"  # identity check failed: not signalled
+    DENIED = "denied"  # the OS refused the signal
+    SURVIVED = "survived"  # still running after SIGKILL and the wait
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def signalled(self) -> bool:
+        """Whether we ended it (SIGTERM or SIGKILL)."""
+        return self in (Outcome.TERMINATED, Outcome.KILLED)
+
+    @property
+    def survived(self) -> bool:
+        """Whether it is still there after the stage."""
+        return self in (Outcome.SURVIVED, Outcome.DENIED)
+
+
 @dataclass(frozen=True)
 class ProcessAction:
-    """One process a stage dealt with.
-
-    ``outcome`` is one of ``"terminated"`` (exited after SIGTERM),
-    ``"killed"`` (needed SIGKILL), ``"already exited"``, ``"pid reused"``
-    (identity check failed, not signalled), ``"denied"`` or ``"survived"``.
-    """
+    """One process a stage dealt with: its :class:`Outcome`, and ``via``, how
+    we know it is the session's (see ``docs/architecture.md``)."""
 
     pid: int
     name: str
-    outcome: str
+    outcome: Outcome
     via: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pid": self.pid, "name": self.name, "outcome": self.outcome, "via": self.via}
+        return {"pid": self.pid, "name": self.name, "outcome": self.outcome.value, "via": self.via}
 
 
 @dataclass(frozen=True)

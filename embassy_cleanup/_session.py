@@ -1,111 +1,120 @@
 """``ChromeUltraAggressiveCleanup``: the context manager, built from the layers.
 
-Lifecycle rules (after CPython's ``Popen.__exit__`` and playwright's sync
-context manager):
-
-* ``__enter__`` that fails after starting anything tears it down before the
-  error propagates;
-* teardown runs once: ``__exit__``, ``close()``, a signal handler or the
-  finalizer may all call it; later calls return the same report, a call
-  re-entered from a signal handler while teardown runs returns at once;
-* an exception raised inside the ``with`` block propagates unchanged; a
-  teardown problem never masks it, and ``CleanupIncomplete`` is raised only
-  when no other exception is on its way out;
-* a session that is garbage-collected (or still open at interpreter exit)
-  without being closed warns with ``ResourceWarning`` and is still torn down.
+A session is one of two kinds, each a ``_lifecycle.Kind``: local (chromedriver
+and Chrome on this machine, started by ``_launcher``) or remote (a Selenium
+Grid session, ``_remote``).  The lifecycle rules (teardown once, in the owner
+only; a failed start torn down before the error propagates; the user's
+exception never masked; a dropped session warned about and still torn down)
+are ``_lifecycle``'s, shared with adopted drivers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
 import time
-import warnings
-import weakref
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import psutil
 
-from . import _launcher, _watchdog
-from ._errors import CleanupIncomplete, EmbassyCleanupError, LaunchError
+from . import _launcher, _platform
+from ._errors import EmbassyCleanupError, LaunchError
+from ._lifecycle import Lifecycle, SessionHandle, run_off_loop
 from ._options import SessionOptions, validate
-from ._ownership import ProcessTracker
-from ._presets import DEFAULT_PRESET
-from ._report import CleanupReport, Leftover, Stage, StageResult
-from ._teardown import TeardownOnce, TeardownTarget, run_teardown
+from ._ownership import OwnedProcess, ProcessTracker
+from ._presets import DEFAULT_PRESET, PresetName
+from ._records import OwnerLock, write_record
+from ._remote import RemoteKind
+from ._report import CleanupReport
+from ._sweep import sweep_stale
+from ._teardown import LOCAL_PLAN, Plan, TeardownTarget
+from ._watchdog import watchdog_pid
+from ._webdriver import CommandGuard, release_driver
 
 if TYPE_CHECKING:  # pragma: no cover
-    import os
-
     from selenium.webdriver.chrome.options import Options as ChromeOptions
     from selenium.webdriver.chrome.webdriver import WebDriver
 
 log = logging.getLogger("embassy_cleanup")
+_warned_init = False
 
 
-class _SessionState(TeardownOnce):
-    """What teardown needs, held apart from the public object so that the
-    finalizer can run it without keeping the session alive."""
+class LocalKind:
+    """A session whose chromedriver and Chrome run here (``_lifecycle.Kind``)."""
+
+    kind: ClassVar[str] = "local"
 
     def __init__(self, session_id: str, opts: SessionOptions) -> None:
-        super().__init__()
         self.session_id = session_id
         self.opts = opts
         self.target: TeardownTarget | None = None
+        self.lock: OwnerLock | None = None
 
-    def _run(self) -> CleanupReport:
-        target = self.target
-        if target is None:  # never started: nothing is ours, so touch nothing
-            return CleanupReport(
-                self.session_id,
-                tuple(StageResult(st, 0.0, skipped_reason="the session never started") for st in Stage),
-                (),
-                0.0,
-                passes=0,
-            )
-        if self.opts.remote_url is not None:  # a Grid session: see _remote
-            from ._remote import run_remote_teardown
+    def plan(self) -> tuple[TeardownTarget, Plan] | None:
+        return (self.target, LOCAL_PLAN) if self.target is not None else None
 
-            return run_remote_teardown(target, self.opts.cleanup_timeout)  # type: ignore[arg-type]
-        return run_teardown(target, self.opts.cleanup_timeout)
+    def watchdog_record(self) -> dict[str, Any] | None:
+        return {"root": self.target.root} if self.target is not None else None
 
-    def _finish(self, report: CleanupReport) -> CleanupReport:
+    def release(self) -> None:
         if self.target is not None:
-            _release_driver(self.target.driver)
+            release_driver(self.target.driver)
             self.target.driver = None  # drop the WebDriver: nothing more to say to it
-        return report
+        if self.lock is not None:
+            self.lock.release()
+
+    def forget_in_child(self) -> None:
+        # Closing the child's copy leaves the parent's lock in place (flock
+        # holds until the last copy closes): a sweep sees the session as live.
+        if self.lock is not None:
+            self.lock.forget()
+
+    def write_record(self) -> None:
+        """(Re)write the session's record with what it knows now."""
+        target = self.target
+        assert target is not None and target.root is not None
+        owner = psutil.Process()
+        write_record(
+            target.root,
+            {
+                "session_id": self.session_id,
+                "owner_pid": owner.pid,
+                "owner_create_time": owner.create_time(),
+                "root": target.root,
+                "pids": [[p.pid, p.create_time, p.name] for p in target.tracker.processes()],
+                "ports": sorted(target.ports),
+                "created": target.tracker.born_after,
+            },
+        )
 
 
-def _release_driver(driver: Any) -> None:
-    """Close what the WebDriver still holds once its processes are dead: the
-    HTTP connection to chromedriver and chromedriver's pipes.  ``quit()`` does
-    this itself; when it was skipped (graceful=False, a frozen browser) they
-    would stay open until garbage collection, and a long-running owner's fds
-    would grow with every session."""
-    if driver is None:
-        return
+@dataclass(frozen=True)
+class SessionView:
+    """A read-only look at an open session's processes (for the pool and the
+    stress runner; never for tearing down)."""
+
+    _tracker: ProcessTracker | None
+
+    @property
+    def leader(self) -> OwnedProcess | None:
+        """chromedriver, as the session started it (None: remote or not started)."""
+        return self._tracker.leader if self._tracker is not None else None
+
+    def recorded(self) -> tuple[OwnedProcess, ...]:
+        return self._tracker.processes() if self._tracker is not None else ()
+
+    def discover(self) -> tuple[OwnedProcess, ...]:
+        """Every process of the session right now (one scan)."""
+        return tuple(self._tracker.discover().values()) if self._tracker is not None else ()
+
+
+def _process_memory(p: OwnedProcess) -> int:
     try:
-        driver.command_executor.close()
-    except Exception as err:  # best effort: the processes are already gone
-        log.debug("closing the WebDriver connection: %s", err)
-    proc = getattr(getattr(driver, "service", None), "process", None)
-    for stream in (
-        getattr(proc, "stdin", None),
-        getattr(proc, "stdout", None),
-        getattr(proc, "stderr", None),
-    ):
-        if stream is not None:
-            try:
-                stream.close()
-            except Exception as err:
-                log.debug("closing a chromedriver pipe: %s", err)
-
-
-def _process_memory(pid: int, create_time: float) -> int:
-    try:
-        proc = psutil.Process(pid)
-        if abs(proc.create_time() - create_time) > 0.01:
+        proc = psutil.Process(p.pid)
+        if _platform.identity(p.pid, p.create_time) is not _platform.Identity.MATCH:
             return 0  # the PID was reused: not ours
         try:
             full = proc.memory_full_info()
@@ -117,15 +126,7 @@ def _process_memory(pid: int, create_time: float) -> int:
         return 0
 
 
-def _finalize(state: _SessionState) -> None:
-    if state.target is not None:  # never started: nothing to tear down, nothing to warn about
-        state.finalize_unclosed(
-            f"embassy_cleanup session {state.session_id}",
-            "use 'with ChromeUltraAggressiveCleanup(...) as driver:' or call close()",
-        )
-
-
-class ChromeUltraAggressiveCleanup:
+class ChromeUltraAggressiveCleanup(SessionHandle):
     """Start Chrome under Selenium, and leave nothing behind.
 
     ::
@@ -167,12 +168,15 @@ class ChromeUltraAggressiveCleanup:
             a path on the node; ``driver_path`` and ``env`` do not apply.
     """
 
+    _what = "embassy_cleanup session"
+    _fix = "use 'with ChromeUltraAggressiveCleanup(...) as driver:' or call close()"
+
     def __init__(
         self,
         *,
         headless: bool = True,
         cleanup_timeout: float = 10.0,
-        preset: str = DEFAULT_PRESET,
+        preset: PresetName = DEFAULT_PRESET,
         extra_args: Sequence[str] = (),
         options: ChromeOptions | None = None,
         binary: str | os.PathLike[str] | None = None,
@@ -200,10 +204,17 @@ class ChromeUltraAggressiveCleanup:
             remote_url=remote_url,
         )
         self.session_id = secrets.token_hex(6)
+        self.raise_on_leak = self.options.raise_on_leak
         self.driver: WebDriver | None = None
-        self._state = _SessionState(self.session_id, self.options)
+        self._kind: LocalKind | RemoteKind = (
+            RemoteKind(self.session_id, self.options)
+            if self.options.remote_url is not None
+            else LocalKind(self.session_id, self.options)
+        )
+        self._lifecycle = Lifecycle(
+            self.session_id, self._kind, self.options.cleanup_timeout, self.options.watchdog
+        )
         self._entered = False
-        self._finalizer: weakref.finalize | None = None
         #: The preset in effect once started: ``"minimal"`` when
         #: ``"headless-shell"`` fell back because no headless shell is installed
         #: (``preset_fallback_reason`` then says why; a WARNING is logged too).
@@ -212,26 +223,32 @@ class ChromeUltraAggressiveCleanup:
 
     # -- public state ----------------------------------------------------
     @property
-    def report(self) -> CleanupReport | None:
-        """The cleanup report, once teardown has run."""
-        return self._state.report
-
-    @property
     def root(self) -> str | None:
         """The session dir (profile, temp, config), while it exists."""
-        t = self._state.target
-        return t.root if t is not None else None
+        t = self._kind.target
+        return t.root if t is not None and self.report is None else None
 
     @property
     def pids(self) -> dict[int, str]:
-        """PID -> name of every process recorded for this session so far."""
-        t = self._state.target
-        return {p.pid: p.name for p in t.tracker.recorded.values()} if t is not None else {}
+        """PID -> name of every process recorded for this session (also after teardown)."""
+        t = self._kind.target
+        return {p.pid: p.name for p in t.tracker.processes()} if t is not None else {}
 
     @property
     def ports(self) -> set[int]:
-        t = self._state.target
+        t = self._kind.target
         return set(t.ports) if t is not None else set()
+
+    def pending_commands(self) -> int:
+        """WebDriver commands of this session's driver that are still waiting
+        for an answer (0 before start and after teardown)."""
+        t = self._kind.target
+        return t.commands.pending() if t is not None and t.commands is not None else 0
+
+    def view(self) -> SessionView:
+        """A read-only look at the session's processes (internal: pool, stress)."""
+        t = self._kind.target
+        return SessionView(t.tracker if t is not None and self.report is None else None)
 
     def memory_bytes(self) -> int:
         """The memory of this session's process tree right now, in bytes.
@@ -240,13 +257,7 @@ class ChromeUltraAggressiveCleanup:
         others), or its USS where PSS is unreadable, or its RSS as a last
         resort; 0 before the session started or after it closed.
         """
-        t = self._state.target
-        if t is None or self.report is not None:
-            return 0
-        total = 0
-        for p in t.tracker.discover().values():
-            total += _process_memory(p.pid, p.create_time)
-        return total
+        return sum(_process_memory(p) for p in self.view().discover())
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> WebDriver:
@@ -256,10 +267,24 @@ class ChromeUltraAggressiveCleanup:
                 "this ChromeUltraAggressiveCleanup was already started; create a new one for each session"
             )
         self._entered = True
-        opts = self.options
         t0 = time.monotonic()
-        if opts.remote_url is not None:
-            return self._start_remote(t0)
+        kind = self._kind
+        try:
+            if isinstance(kind, RemoteKind):
+                driver: Any = kind.start(self._arm_finalizer)
+                self._lifecycle.register()
+                what = f"remote session {driver.session_id} on {self.options.remote_url}"
+            else:
+                driver, what = self._start_local(kind)
+        except BaseException as err:
+            self._undo_start(err)
+            raise
+        self.driver = driver
+        log.info("session %s started in %.0f ms: %s", self.session_id, (time.monotonic() - t0) * 1000, what)
+        return driver  # type: ignore[no-any-return]
+
+    def _start_local(self, kind: LocalKind) -> tuple[WebDriver, str]:
+        opts = self.options
         # Resolve first: a bad driver or binary path fails before anything exists.
         driver_path, driver_src = _launcher.resolve_driver(opts.driver_path)
         binary = _launcher.resolve_binary(
@@ -269,68 +294,61 @@ class ChromeUltraAggressiveCleanup:
         paths = _launcher.make_session_root(opts.temp_root, self.session_id)
         tracker = ProcessTracker(self.session_id, paths.root, born_after=born_after)
         target = TeardownTarget(self.session_id, tracker, paths.root, graceful=opts.graceful)
-        self._state.target = target
-        self._finalizer = weakref.finalize(self, _finalize, self._state)
-        try:
-            self._after_root_created()
-            launched = _launcher.start_session(
-                opts, self.session_id, paths, driver_path, binary, tracker.adopt_leader, tracker.adopt_child
+        kind.target = target
+        self._arm_finalizer()
+        self._crash_safety(kind)
+        launched = _launcher.start_session(
+            opts, self.session_id, paths, driver_path, binary, tracker.adopt_leader, tracker.adopt_child
+        )
+        driver, service = launched.driver, launched.service
+        self.preset_used, self.preset_fallback_reason = launched.preset, launched.fallback_reason
+        target.driver = driver
+        target.commands = CommandGuard(driver, self.session_id)
+        target.ports.add(service.port)
+        target.devtools_port = launched.devtools_port
+        if target.devtools_port:
+            target.ports.add(target.devtools_port)
+        procs = tracker.discover()
+        kind.write_record()
+        what = f"chromedriver {driver_path} ({driver_src}), {len(procs)} process(es), dir {paths.root}"
+        return driver, what
+
+    def _crash_safety(self, kind: LocalKind) -> None:
+        """The owner lock and record, the live registry and the watchdog, then
+        the stale sweep of the same temp dir."""
+        global _warned_init
+        if _platform.running_as_init() and not _warned_init:
+            _warned_init = True
+            log.warning(
+                "running as PID 1 with no init: orphaned processes re-parent to this process and "
+                "nobody else reaps them; embassy_cleanup reaps its own, but run the container "
+                "with --init (or tini) so everything else is reaped too"
             )
-            driver, service = launched.driver, launched.service
-            self.preset_used, self.preset_fallback_reason = launched.preset, launched.fallback_reason
-            target.driver = driver
-            target.ports.add(service.port)
-            target.devtools_port = launched.devtools_port
-            if target.devtools_port:
-                target.ports.add(target.devtools_port)
-            procs = tracker.discover()
-            _watchdog.update_record(self._state)
-        except BaseException as err:
-            self._undo_start(err)
-            raise
-        self.driver = driver
-        log.info(
-            "session %s started in %.0f ms: chromedriver %s (%s), %d process(es), dir %s",
-            self.session_id,
-            (time.monotonic() - t0) * 1000,
-            driver_path,
-            driver_src,
-            len(procs),
-            paths.root,
-        )
-        return driver
-
-    def _start_remote(self, t0: float) -> WebDriver:
-        """A session on a Selenium Grid: nothing local but the WebDriver client."""
-        from ._remote import start_session
-
-        self._finalizer = weakref.finalize(self, _finalize, self._state)
+        target = kind.target
+        assert target is not None and target.root is not None
+        kind.lock = OwnerLock(target.root)
+        kind.write_record()
+        pid = self._lifecycle.register()
+        if pid is not None:
+            target.tracker.exclude(pid)
         try:
-            # a selenium Remote WebDriver: the same API as the local Chrome one
-            driver: Any = start_session(self._state)
-        except BaseException as err:
-            self._undo_start(err)
-            raise
-        self.driver = driver
-        log.info(
-            "session %s started in %.0f ms: remote session %s on %s",
-            self.session_id,
-            (time.monotonic() - t0) * 1000,
-            driver.session_id,
-            self.options.remote_url,
-        )
-        return driver
+            exclude = {pid} if (pid := watchdog_pid()) is not None else set()
+            swept = sweep_stale(self.options.temp_root, exclude=exclude)
+        except Exception as err:  # a sweep problem must not stop a session from starting
+            log.warning("stale sweep failed: %s", err)
+        else:
+            if swept:
+                log.info("swept %d stale session(s) left by dead owners", len(swept))
 
     def _undo_start(self, err: BaseException) -> None:
         """A start that failed after creating anything tears it down before the
         error propagates; a LaunchError carries that teardown's report."""
-        report = self._state.teardown()
+        report = self._lifecycle.teardown()
         if isinstance(err, LaunchError) and report is not None:
             err.report = err.details["report"] = report
 
-    def _after_root_created(self) -> None:
-        """Crash safety: the owner lock and record, the watchdog, the stale sweep."""
-        _watchdog.on_session_started(self._state)
+    def _after_close(self) -> None:
+        self.driver = None
 
     def close(self) -> CleanupReport:
         """Tear the session down (once) and return the report.
@@ -338,48 +356,26 @@ class ChromeUltraAggressiveCleanup:
         Raises CleanupIncomplete when ``raise_on_leak`` is set and
         verification found leftovers.
         """
-        report = self._close()
-        if report.passes == 0 and self.report is None:
-            return report  # re-entered mid-teardown: the outer call decides
-        if self.options.raise_on_leak and not report.ok:
-            raise CleanupIncomplete(
-                f"session {self.session_id} left {len(report.leftovers)} leftover(s): "
-                + ", ".join(str(lo) for lo in report.leftovers),
-                report=report,
-            )
-        return report
-
-    def _close(self) -> CleanupReport:
-        report = self._state.teardown()
-        if report is None:  # re-entered from a signal handler mid-teardown
-            # Nothing was verified by this call: say so (ok is False).
-            return CleanupReport(
-                self.session_id,
-                (),
-                (Leftover("unverified", "teardown is still running in an outer call"),),
-                0.0,
-                passes=0,
-            )
-        if self._finalizer is not None:
-            self._finalizer.detach()
-        self.driver = None
-        return report
+        return super().close()
 
     def __enter__(self) -> WebDriver:
         return self.start()
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None:
-            try:
-                self._close()
-            except Exception as err:  # never mask the user's exception
-                warnings.warn(f"embassy_cleanup teardown failed: {err!r}", RuntimeWarning, stacklevel=2)
-            return
-        self.close()
+    async def __aenter__(self) -> WebDriver:
+        """``async with ChromeUltraAggressiveCleanup(...) as driver``: the start
+        runs in a worker thread, off the event loop.  A task cancelled while
+        the browser starts waits for the start, tears it down, then raises
+        ``CancelledError``.  The driver's own calls block: run them with
+        ``asyncio.to_thread`` in async code."""
+        try:
+            return await run_off_loop(self.start)
+        except asyncio.CancelledError:
+            await run_off_loop(self._close)
+            raise
 
     def __repr__(self) -> str:
         state = "closed" if self.report is not None else ("open" if self._entered else "new")
         return f"<ChromeUltraAggressiveCleanup session={self.session_id} {state}>"
 
 
-__all__ = ["ChromeUltraAggressiveCleanup", "EmbassyCleanupError"]
+__all__ = ["ChromeUltraAggressiveCleanup", "EmbassyCleanupError", "SessionView"]

@@ -17,7 +17,7 @@ import threading
 from types import FrameType
 from typing import Any, Callable, Iterable, Union
 
-from . import _watchdog
+from ._lifecycle import live_sessions
 
 log = logging.getLogger("embassy_cleanup")
 
@@ -30,7 +30,7 @@ def _default_signals() -> list[int]:
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
-    sessions = _watchdog.live_sessions()
+    sessions = live_sessions()
     log.info("signal %d: tearing down %d open session(s)", signum, len(sessions))
     for state in sessions:
         try:

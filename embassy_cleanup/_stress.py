@@ -12,6 +12,7 @@ through psutil objects that hold their identity.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,9 +24,14 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import psutil
+
+from . import _platform
+from ._inventory import is_chrome_family
+from ._presets import PresetName
+from ._session import ChromeUltraAggressiveCleanup
 
 SCENARIOS = (
     "normal",
@@ -51,7 +57,7 @@ from embassy_cleanup import ChromeUltraAggressiveCleanup
 c = ChromeUltraAggressiveCleanup(temp_root=sys.argv[1], preset=sys.argv[2])
 d = c.start()
 d.get(sys.argv[3])
-procs = c._state.target.tracker.recorded.values()
+procs = c.view().recorded()
 print(json.dumps({"root": c.root, "pids": [[p.pid, p.create_time] for p in procs]}), flush=True)
 time.sleep(600)
 """
@@ -170,8 +176,6 @@ def _zombie_children() -> list[int]:
 
 
 def _chrome_footprint() -> tuple[int, int]:
-    from ._inventory import is_chrome_family
-
     count = rss = 0
     for proc in psutil.process_iter(["name", "memory_info", "status"]):
         if is_chrome_family(proc.info["name"] or "") and proc.info["status"] != psutil.STATUS_ZOMBIE:
@@ -183,9 +187,7 @@ def _chrome_footprint() -> tuple[int, int]:
 
 # -- scenarios ----------------------------------------------------------------
 def _session(run_root: str, preset: str, **kw: Any) -> Any:
-    from ._session import ChromeUltraAggressiveCleanup
-
-    return ChromeUltraAggressiveCleanup(temp_root=run_root, preset=preset, **kw)
+    return ChromeUltraAggressiveCleanup(temp_root=run_root, preset=cast(PresetName, preset), **kw)
 
 
 def _in_process(run_root: str, preset: str, inject: Callable[[Any, Any], None] | None, **kw: Any) -> float:
@@ -206,11 +208,10 @@ class _Injected(Exception):
 
 
 def _leader(cleanup: Any) -> psutil.Process:
-    leader = cleanup._state.target.tracker.leader
-    proc = psutil.Process(leader.pid)
-    if abs(proc.create_time() - leader.create_time) > 0.01:
-        raise RuntimeError("chromedriver's pid was reused")
-    return proc
+    leader = cleanup.view().leader
+    if leader is None or _platform.identity(leader.pid, leader.create_time) is not _platform.Identity.MATCH:
+        raise RuntimeError("chromedriver is gone, or its pid was reused")
+    return psutil.Process(leader.pid)
 
 
 def _raise(cleanup: Any, driver: Any) -> None:
@@ -262,12 +263,9 @@ def _owner_killed(run_root: str, preset: str, sig: int) -> float:
         deadline = t0 + OWNER_DEATH_WAIT_S
         procs = []
         for pid, ct in info["pids"]:
-            try:
-                p = psutil.Process(pid)
-                if abs(p.create_time() - ct) < 0.01:
-                    procs.append(p)
-            except psutil.NoSuchProcess:
-                continue
+            if _platform.identity(pid, ct) is _platform.Identity.MATCH:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    procs.append(psutil.Process(pid))
 
         def gone() -> bool:
             alive = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

@@ -24,18 +24,18 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import stat
-import threading
-import time
 import urllib.request
-import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Mapping, Union
+
+import psutil
 
 from . import _platform
-from ._ownership import OwnedProcess, ProcessTracker, find_listeners, root_in_args
+from ._clock import REAL_CLOCK, Background, Budget, Clock
+from ._dirs import SINGLETON_FILES, remove_singleton_dir, remove_tree
+from ._ownership import OwnedProcess, ProcessTracker, carries_root, find_listeners
 from ._report import CleanupReport, Leftover, ProcessAction, Stage, StageResult
+from ._webdriver import CommandGuard, first_line, quit_within
 
 log = logging.getLogger("embassy_cleanup")
 
@@ -54,7 +54,22 @@ MAX_PASSES = 3
 
 @dataclass
 class TeardownTarget:
-    """Everything a teardown needs about one session (and nothing else)."""
+    """Everything a teardown needs about one session (and nothing else).
+
+    The fields after ``devtools_port`` are what some kinds of session add:
+
+    * ``kept_note``: says in the profile stage that a profile dir is kept on
+      purpose (an adopted driver's user-chosen ``--user-data-dir``), and why;
+      ``no_dir_reason`` is why there is no dir at all;
+    * ``singleton_dir``: Chromium's singleton dir in the temp dir, removed once
+      nothing of the session runs and only while it holds nothing but the
+      singleton files;
+    * ``term_grace``: with no quit, SIGTERM the tree first and wait this long
+      (the watchdog gives an adopted browser the chance to save a kept profile);
+    * ``notes``: what the kind wants said in the verify stage (what adoption
+      found and could not know);
+    * ``commands``: the guard on the driver's commands (see ``_webdriver``).
+    """
 
     session_id: str
     tracker: ProcessTracker
@@ -63,25 +78,33 @@ class TeardownTarget:
     driver: Any = None
     graceful: bool = True
     devtools_port: int | None = None
+    kept_note: str | None = None
+    no_dir_reason: str = "the session created no dir"
+    singleton_dir: str | None = None
+    term_grace: float = 0.0
+    notes: tuple[str, ...] = ()
+    commands: CommandGuard | None = None
 
 
-class _Clock:
-    def __init__(self, budget: float, now: Callable[[], float] = time.monotonic) -> None:
-        self.now = now
-        self.start = now()
-        self.deadline = self.start + budget
+class TeardownRun:
+    """One teardown in progress: the target, its budget, and what stages hand on."""
+
+    def __init__(self, target: TeardownTarget, budget: Budget) -> None:
+        self.target = target
+        self.budget = budget
+        self.clock = budget.clock
+        self.passes = 0
+        self.grace = 0.0  # the tree-kill's SIGTERM grace in this pass
+        self.settle = False  # whether verification waits for the dir to stay gone
         self.interrupted: list[BaseException] = []
         self.early_removal: _EarlyRemoval | None = None
-        self.early_search: _Background[list[int]] | None = None
-
-    def remaining(self) -> float:
-        return max(0.0, self.deadline - self.now())
+        self.early_search: Background[list[int]] | None = None
 
 
-class _StageRun:
+class StageRun:
     """Collects one stage's outcome; turns an exception into a recorded error."""
 
-    def __init__(self, stage: Stage, clock: _Clock) -> None:
+    def __init__(self, stage: Stage, clock: Clock) -> None:
         self.stage = stage
         self.clock = clock
         self.t0 = clock.now()
@@ -109,29 +132,41 @@ class _StageRun:
         return res
 
 
-def _run_stage(
-    out: list[StageResult],
-    stage: Stage,
-    fn: Callable[..., Any],
-    target: TeardownTarget,
-    clock: _Clock,
-    *args: Any,
-) -> Any:
-    """Run one stage body; record its result in ``out``; return what it returned.
+#: A stage body: ``fn(teardown, stage_run)``; what it returns is handed back.
+StageFn = Callable[[TeardownRun, StageRun], Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one kind of session tears down and how: for each stage, the body
+    that runs it or the reason it is skipped; and how many passes of stages
+    2-6 verification may ask for."""
+
+    stages: Mapping[Stage, Union[StageFn, str]]
+    max_passes: int = MAX_PASSES
+
+
+def _run_stage(out: list[StageResult], stage: Stage, plan: Plan, t: TeardownRun) -> Any:
+    """Run one stage of ``plan``; record its result in ``out``; return what it returned.
 
     An exception is recorded and the teardown goes on.  A KeyboardInterrupt
-    (a second Ctrl-C) or SystemExit is held in ``clock.interrupted`` so the
+    (a second Ctrl-C) or SystemExit is held in ``t.interrupted`` so the
     remaining stages still run; ``run_teardown`` re-raises it at the end.
     """
-    run = _StageRun(stage, clock)
+    body = plan.stages[stage]
+    run = StageRun(stage, t.clock)
+    if isinstance(body, str):
+        run.skipped = body
+        out.append(run.result())
+        return None
     value = None
     try:
-        value = fn(target, clock, run, *args)
+        value = body(t, run)
     except Exception as err:  # a stage never stops the teardown
         run.errors.append(f"{type(err).__name__}: {err}")
     except BaseException as err:  # noqa: B036 - held, finished, then re-raised
         run.errors.append(f"interrupted by {type(err).__name__}; finishing the teardown first")
-        clock.interrupted.append(err)
+        t.interrupted.append(err)
     out.append(run.result())
     return value
 
@@ -140,11 +175,9 @@ def _run_stage(
 def _unresponsive_reason(target: TeardownTarget, procs: dict[int, OwnedProcess]) -> str | None:
     for p in procs.values():
         try:
-            import psutil
-
             if psutil.Process(p.pid).status() == psutil.STATUS_STOPPED and p.is_running():
                 return f"browser frozen (pid {p.pid} {p.name} is stopped)"
-        except Exception:
+        except psutil.Error:
             continue
     if target.devtools_port is not None:
         url = f"http://127.0.0.1:{target.devtools_port}/json/version"
@@ -156,7 +189,8 @@ def _unresponsive_reason(target: TeardownTarget, procs: dict[int, OwnedProcess])
     return None
 
 
-def stage_quit(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None:
+def stage_quit(t: TeardownRun, run: StageRun) -> None:
+    target = t.target
     if target.driver is None:
         run.skipped = "no WebDriver to quit (its owner is gone, or start-up did not get that far)"
         return
@@ -167,59 +201,55 @@ def stage_quit(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None:
     if not any(p.is_running() for p in procs.values()):
         run.skipped = "nothing of the session is running"
         return
-    reason = _unresponsive_reason(target, procs)
+    busy = target.commands.pending() if target.commands is not None else 0
+    reason = (
+        f"chromedriver is busy with {busy} pending command(s) of this driver: quit() would wait behind them"
+        if busy
+        else _unresponsive_reason(target, procs)
+    )
     if reason is not None:
         run.skipped = reason
         return
-    share = min(clock.remaining(), (clock.deadline - clock.start) * QUIT_SHARE)
-    done = threading.Event()
-    failure: list[BaseException] = []
-
-    def quit_driver() -> None:
-        try:
-            target.driver.quit()
-        except BaseException as err:  # noqa: BLE001 - reported, never raised here
-            failure.append(err)
-        finally:
-            done.set()
-
-    worker = threading.Thread(target=quit_driver, name="embassy-cleanup-quit", daemon=True)
-    worker.start()
-    if not done.wait(share):
+    share = t.budget.share(QUIT_SHARE)
+    call = quit_within(target.driver, share)
+    if not call.done:
         run.errors.append(f"driver.quit() did not return within {share:.2f} s; forcing")
-    elif failure:
-        first = str(failure[0]).strip().splitlines()
-        run.notes.append(f"quit raised {type(failure[0]).__name__}: {first[0] if first else ''}")
+    elif call.error is not None:  # a failed quit: no grace for what it left
+        run.errors.append(f"driver.quit() raised {first_line(call.error)}")
     else:
         ended = sum(1 for p in procs.values() if not p.is_running())
         run.notes.append(f"driver.quit() returned; {ended} of {len(procs)} process(es) ended")
 
 
 # -- stage 2 ------------------------------------------------------------
-def stage_kill_tree(target: TeardownTarget, clock: _Clock, run: _StageRun, grace: float) -> None:
-    clock.early_search = None  # a search an earlier pass left unused is stale
+def stage_kill_tree(t: TeardownRun, run: StageRun) -> None:
+    target = t.target
+    t.early_search = None  # a search an earlier pass left unused is stale
+    if t.grace > 0 and target.driver is None:
+        run.notes.append(f"SIGTERM first, {t.grace} s grace, then SIGKILL")
     for _ in range(MAX_PASSES):  # a forking tree can spawn while we kill
         procs = [p for p in target.tracker.discover().values() if p.is_running()]
         if not procs:
             break
-        kill_wait = max(0.05, clock.remaining() - 0.1)
-        while_dying = _early_removal_starter(target, clock) if grace <= 0 else None
+        kill_wait = max(0.05, t.budget.remaining() - 0.1)
+        while_dying = _early_removal_starter(t) if t.grace <= 0 else None
         actions, survivors = target.tracker.kill_tree(
-            procs, min(grace, clock.remaining() / 2), kill_wait, while_dying, group_kill=True
+            procs, min(t.grace, t.budget.remaining() / 2), kill_wait, while_dying, group_kill=True
         )
         run.killed += actions
         run.survivors = survivors
-        if survivors or clock.remaining() <= 0:
+        if survivors or t.budget.expired():
             break
     target.tracker.reap()
     if not run.survivors:  # nothing of ours runs: the dir can go while the next stages run
-        _early_removal_starter(target, clock)()
+        _early_removal_starter(t)()
     if not run.killed:
         run.notes.append("nothing left running")
 
 
 # -- stage 3 ------------------------------------------------------------
-def stage_ports(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None:
+def stage_ports(t: TeardownRun, run: StageRun) -> None:
+    target = t.target
     if not target.ports:
         run.skipped = "the session recorded no ports"
         return
@@ -236,20 +266,19 @@ def stage_ports(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None:
             who = f"pid {lst.pid}" if lst.pid is not None else "another user's process"
             run.notes.append(f"port {lst.port} held by {who}, not ours: left alone")
     if to_kill:
-        actions, survivors = target.tracker.kill_tree(to_kill, 0, clock.remaining())
+        actions, survivors = target.tracker.kill_tree(to_kill, 0, t.budget.remaining())
         run.killed += actions
         run.survivors += survivors
 
 
 # -- stage 4 ------------------------------------------------------------
-def stage_os_kill(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None:
-    import psutil
-
+def stage_os_kill(t: TeardownRun, run: StageRun) -> None:
+    target = t.target
     if not target.root:  # never search or delete with an empty marker
         run.skipped = "no session marker to search for"
         return
     if _platform.PLATFORM == "windows":
-        pids = [p.pid for p in target.tracker.recorded.values() if p.is_running()]
+        pids = [p.pid for p in target.tracker.processes() if p.is_running()]
         run.errors += _platform.os_kill_pids(pids)
         run.notes.append(f"taskkill /F /T on {len(pids)} recorded pid(s)")
         return
@@ -258,8 +287,8 @@ def stage_os_kill(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None
         return
     excluded = target.tracker.excluded
     found = []
-    early, clock.early_search = clock.early_search, None
-    searched = early.result(clock.remaining()) if early is not None else None
+    early, t.early_search = t.early_search, None
+    searched = early.result(t.budget.remaining()).value if early is not None else None
     if searched is not None:
         run.notes.append("pgrep ran early, during the tree-kill")
     for pid in searched if searched is not None else _platform.os_find_by_marker(target.root):
@@ -269,8 +298,8 @@ def stage_os_kill(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None
             proc = psutil.Process(pid)
             if not _platform.same_user(proc):
                 continue
-            if not root_in_args(target.root, proc.cmdline()):
-                continue  # pgrep matched something that changed since
+            if not carries_root(proc, target.root):
+                continue  # changed since pgrep saw it, or a bystander naming the root
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue  # exited since pgrep saw it
             found.append(OwnedProcess(pid, proc.create_time(), proc.name(), "os-tool"))
@@ -279,61 +308,12 @@ def stage_os_kill(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None
     if not found:
         run.notes.append("pgrep found nothing of the session")
         return
-    actions, survivors = target.tracker.kill_tree(found, 0, clock.remaining())
+    actions, survivors = target.tracker.kill_tree(found, 0, t.budget.remaining())
     run.killed += actions
     run.survivors += survivors
 
 
 # -- stage 5 ------------------------------------------------------------
-def _remove_tree(path: str, attempts: int = 5) -> str | None:
-    """Remove ``path`` without following symlinks; retry while files appear.
-
-    Returns None on success or the last error.
-    """
-    last: str | None = None
-    for _ in range(attempts):
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return None
-        if stat.S_ISLNK(st.st_mode):  # a link where our dir was: remove the link only
-            os.unlink(path)
-            return None
-        if hasattr(os, "getuid") and st.st_uid != os.getuid():
-            return f"{path!r} is owned by uid {st.st_uid}, not us: left alone"
-        try:
-            shutil.rmtree(path)
-        except FileNotFoundError:
-            continue
-        except OSError as err:  # ENOTEMPTY when a late writer adds files
-            last = f"{type(err).__name__}: {err}"
-    return last if os.path.lexists(path) else None
-
-
-T = TypeVar("T")
-
-
-class _Background(Generic[T]):
-    """One call run in a daemon thread; ``result()`` waits for it (None when
-    it failed or did not finish in time: the caller then does it itself)."""
-
-    def __init__(self, name: str, fn: Callable[[], T]) -> None:
-        self._fn = fn
-        self._value: T | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._value = self._fn()
-        except Exception as err:
-            log.debug("background %s: %s", self._thread.name, err)
-
-    def result(self, timeout: float) -> T | None:
-        self._thread.join(timeout)
-        return None if self._thread.is_alive() else self._value
-
-
 class _EarlyRemoval:
     """The session dir's removal, done as soon as every process of the
     session has been sent SIGKILL, while the kernel tears them down (tens of
@@ -355,15 +335,12 @@ class _EarlyRemoval:
         self.error: str | None = None
         self.existed = os.path.lexists(root)
         try:
-            self.error = _remove_tree(root)
+            self.error = remove_tree(root)
         except Exception as err:  # recorded; the profile stage tries again
             self.error = f"{type(err).__name__}: {err}"
 
-    def join(self, timeout: float) -> bool:
-        return True
 
-
-def _early_removal_starter(target: TeardownTarget, clock: _Clock) -> Callable[[], None]:
+def _early_removal_starter(t: TeardownRun) -> Callable[[], None]:
     """The ``while_dying`` callback of a forced tree-kill: start removing the
     session dir, and the os-kill stage's ``pgrep``, while the killed
     processes exit (once per teardown).  Every SIGKILL has been sent, so
@@ -372,28 +349,44 @@ def _early_removal_starter(target: TeardownTarget, clock: _Clock) -> Callable[[]
     not see yet, verification finds."""
 
     def start() -> None:
-        if not target.root:  # never search or delete with an empty marker
+        root = t.target.root
+        if not root:  # never search or delete with an empty marker
             return
-        root = target.root
-        if clock.early_removal is None:
-            clock.early_removal = _EarlyRemoval(root)
-        if clock.early_search is None and _platform.PLATFORM != "windows" and _platform.HAVE_PGREP:
-            clock.early_search = _Background(
-                "embassy-cleanup-pgrep", lambda: _platform.os_find_by_marker(root)
-            )
+        if t.early_removal is None:
+            t.early_removal = _EarlyRemoval(root)
+        if t.early_search is None and _platform.PLATFORM != "windows" and _platform.HAVE_PGREP:
+            t.early_search = Background("embassy-cleanup-pgrep", lambda: _platform.os_find_by_marker(root))
 
     return start
 
 
-def stage_profile(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None:
-    if not target.root:  # never search or delete with an empty marker
-        run.skipped = "the session created no dir"
+def _remove_singleton(t: TeardownRun, run: StageRun) -> None:
+    """Chromium's singleton dir goes once nothing of the session runs (a
+    running browser would re-create its socket)."""
+    path = t.target.singleton_dir
+    if path is None:
         return
-    early, clock.early_removal = clock.early_removal, None
+    if any(p.is_running() for p in t.target.tracker.processes()):
+        run.notes.append(f"singleton dir {path} kept: a process of the session still runs")
+        return
+    done, problem = remove_singleton_dir(path)
+    if done:
+        run.removed.append(path)
+    elif problem is not None:
+        run.notes.append(problem)
+
+
+def stage_profile(t: TeardownRun, run: StageRun) -> None:
+    target = t.target
+    if target.kept_note is not None:
+        run.notes.append(target.kept_note)
+    _remove_singleton(t, run)
+    if not target.root:  # never search or delete with an empty marker
+        if target.kept_note is None and not run.removed:
+            run.skipped = target.no_dir_reason
+        return
+    early, t.early_removal = t.early_removal, None
     if early is not None:
-        if not early.join(clock.remaining()):
-            run.errors.append(f"removing {early.root!r} did not finish within the budget")
-            return
         if early.existed and not os.path.lexists(target.root):
             run.removed.append(target.root)
             run.notes.append("removed early, during the tree-kill")
@@ -405,7 +398,7 @@ def stage_profile(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None
     if not os.path.lexists(target.root):
         run.notes.append("session dir already gone")
         return
-    err = _remove_tree(target.root)
+    err = remove_tree(target.root)
     if err is None:
         run.removed.append(target.root)
     else:
@@ -413,7 +406,19 @@ def stage_profile(target: TeardownTarget, clock: _Clock, run: _StageRun) -> None
 
 
 # -- stage 6 ------------------------------------------------------------
-def stage_verify(target: TeardownTarget, clock: _Clock, run: _StageRun, settle: bool) -> list[Leftover]:
+def _singleton_left(path: str | None) -> bool:
+    """A singleton dir still there that is ours to remove (nothing else in it)."""
+    if path is None:
+        return False
+    try:
+        return set(os.listdir(path)) <= SINGLETON_FILES
+    except OSError:
+        return False
+
+
+def stage_verify(t: TeardownRun, run: StageRun) -> list[Leftover]:
+    target = t.target
+
     def check() -> list[Leftover]:
         left: list[Leftover] = []
         procs = target.tracker.discover()
@@ -429,23 +434,40 @@ def stage_verify(target: TeardownTarget, clock: _Clock, run: _StageRun, settle: 
             for lst in find_listeners(target.ports):
                 if lst.pid is not None and lst.pid in procs:
                     left.append(Leftover("port", str(lst.port), lst.pid))
-        if target.root is not None and os.path.lexists(target.root):
-            left.append(Leftover("dir", target.root))
+        for path in (target.root, target.singleton_dir):
+            if path is not None and os.path.lexists(path) and (path == target.root or _singleton_left(path)):
+                left.append(Leftover("dir", path))
         return left
 
     left = check()
-    if not left and settle:
-        window = min(SETTLE_WINDOW, clock.remaining())
-        end = clock.now() + window
-        while not left and clock.now() < end:
-            time.sleep(min(0.02, max(0.0, end - clock.now())))
+    if not left and t.settle:
+        window = min(SETTLE_WINDOW, t.budget.remaining())
+        end = t.clock.now() + window
+        while not left and t.clock.now() < end:
+            t.clock.sleep(min(0.02, max(0.0, end - t.clock.now())))
             left = check()
         run.notes.append(f"settled {window * 1000:.0f} ms")
     if left:
         run.notes.append("found " + ", ".join(str(lo) for lo in left))
     else:
         run.notes.append("nothing of the session left")
+    run.notes.extend(target.notes)
     return left
+
+
+#: The six stages of a session whose processes run on this machine.
+LOCAL_PLAN = Plan(
+    {
+        Stage.QUIT: stage_quit,
+        Stage.KILL_TREE: stage_kill_tree,
+        Stage.PORTS: stage_ports,
+        Stage.OS_KILL: stage_os_kill,
+        Stage.PROFILE: stage_profile,
+        Stage.VERIFY: stage_verify,
+    }
+)
+#: What runs again when verification finds something left.
+_PASS = (Stage.KILL_TREE, Stage.PORTS, Stage.OS_KILL, Stage.PROFILE)
 
 
 class TeardownInterrupted(BaseException):
@@ -459,139 +481,53 @@ class TeardownInterrupted(BaseException):
         self.original = original
 
 
-class TeardownOnce:
-    """Runs one teardown once, in the process that started what it tears down.
-
-    The lifecycle rules every owner of a teardown shares (a session, an
-    adopted driver):
-
-    * only in the owner process: a ``fork()``-ed child inherits the object,
-      and its exit (finalizers, signal handlers) must not tear down its
-      parent's browser (``teardown()`` returns None there);
-    * once: ``__exit__``, ``close()``, a signal handler or a finalizer may all
-      call it; later calls return the same report, a call from another thread
-      waits for the running one's report, and a call re-entered from a signal
-      handler in the running thread returns None at once;
-    * a KeyboardInterrupt/SystemExit held by the stages is re-raised only
-      after the report exists and the hooks ran.
-
-    Subclasses provide ``session_id`` and :meth:`_run` (the stages; may raise
-    :class:`TeardownInterrupted`), and may refine :meth:`_finish`.  ``hooks``
-    hold objects with ``.session_closed(state)`` (see ``_watchdog``).
-    """
-
-    session_id: str
-
-    def __init__(self) -> None:
-        self.owner_pid = os.getpid()
-        self.report: CleanupReport | None = None
-        self.hooks: list[Any] = []
-        self._lock = threading.Lock()
-        self._running_in: int | None = None
-
-    def _run(self) -> CleanupReport:
-        raise NotImplementedError
-
-    def _finish(self, report: CleanupReport) -> CleanupReport:
-        """After the stages, before the hooks: what the subclass adds."""
-        return report
-
-    def finalize_unclosed(self, what: str, fix: str) -> None:
-        """For a finalizer: an owner dropped without ``close()`` warns
-        (``ResourceWarning``, naming ``what`` and the ``fix``) and is still
-        torn down, even when a warnings filter turns the warning into an error."""
-        if self.report is not None or os.getpid() != self.owner_pid:
-            return
-        try:
-            warnings.warn(
-                f"{what} was not closed; tearing it down now ({fix})", ResourceWarning, stacklevel=3
-            )
-        finally:
-            self.teardown()
-
-    def teardown(self) -> CleanupReport | None:
-        """Run the teardown once; return its report (see the class docstring)."""
-        if os.getpid() != self.owner_pid:
-            return None
-        if not self._lock.acquire(blocking=False):
-            if self._running_in == threading.get_ident():
-                return None  # re-entered from a signal handler: the outer call finishes
-            with self._lock:  # another thread is tearing down: wait for its report
-                return self.report
-        try:
-            if self.report is not None:
-                return self.report
-            self._running_in = threading.get_ident()
-            interrupted: BaseException | None = None
-            try:
-                report = self._run()
-            except TeardownInterrupted as held:  # finished; re-raised below
-                report, interrupted = held.report, held.original
-            self.report = self._finish(report)
-            for hook in self.hooks:
-                try:
-                    hook.session_closed(self)
-                except Exception as err:  # never let bookkeeping hide the report
-                    log.warning("%s: %s", self.session_id, err)
-            if interrupted is not None:
-                raise interrupted
-            return self.report
-        finally:
-            self._running_in = None
-            self._lock.release()
-
-
 def run_teardown(
-    target: TeardownTarget, budget: float, now: Callable[[], float] = time.monotonic
+    target: TeardownTarget, budget: float, plan: Plan = LOCAL_PLAN, clock: Clock = REAL_CLOCK
 ) -> CleanupReport:
-    """Run the six stages against ``target`` within ``budget`` seconds.
+    """Run ``plan``'s stages against ``target`` within ``budget`` seconds.
 
-    Raises :class:`TeardownInterrupted` (after finishing) if a
-    KeyboardInterrupt or SystemExit arrived meanwhile.
+    Stage 1 once, then stages 2-6 until verification finds nothing, up to
+    ``plan.max_passes`` times within the budget.  Raises
+    :class:`TeardownInterrupted` (after finishing) if a KeyboardInterrupt or
+    SystemExit arrived meanwhile.
     """
-    clock = _Clock(budget, now)
+    t = TeardownRun(target, Budget(budget, clock))
     stages: list[StageResult] = []
-    _run_stage(stages, Stage.QUIT, stage_quit, target, clock)
+    _run_stage(stages, Stage.QUIT, plan, t)
     quit_ok = stages[-1].skipped_reason is None and not stages[-1].errors
-    grace = TERM_GRACE if target.graceful and quit_ok else 0.0
+    t.grace = TERM_GRACE if target.graceful and quit_ok else target.term_grace
 
     leftovers: list[Leftover] = []
-    passes = 0
     while True:
-        passes += 1
-        _run_stage(stages, Stage.KILL_TREE, stage_kill_tree, target, clock, grace)
-        _run_stage(stages, Stage.PORTS, stage_ports, target, clock)
-        _run_stage(stages, Stage.OS_KILL, stage_os_kill, target, clock)
-        _run_stage(stages, Stage.PROFILE, stage_profile, target, clock)
+        t.passes += 1
+        for stage in _PASS:
+            _run_stage(stages, stage, plan, t)
         # Only a live process of ours can re-create the dir: wait for it to
         # stay gone only if one was still running when it was removed.
-        settle = passes > 1 or any(p.is_running() for p in list(target.tracker.recorded.values()))
-        found = _run_stage(stages, Stage.VERIFY, stage_verify, target, clock, settle)
+        t.settle = t.passes > 1 or any(p.is_running() for p in target.tracker.processes())
+        found = _run_stage(stages, Stage.VERIFY, plan, t)
         # a verify stage that itself failed proves nothing: count that as a leftover
         leftovers = found if found is not None else [Leftover("unverified", stages[-1].errors[0])]
-        if not leftovers or passes >= MAX_PASSES or clock.remaining() <= 0:
+        if not leftovers or t.passes >= plan.max_passes or t.budget.expired():
             break
-        grace = 0.0  # another pass: no more politeness
+        t.grace = 0.0  # another pass: no more politeness
         log.info(
-            "session %s: verification found %d leftover(s); another pass",
-            target.session_id,
-            len(leftovers),
+            "session %s: verification found %d leftover(s); another pass", target.session_id, len(leftovers)
         )
 
     report = CleanupReport(
         session_id=target.session_id,
         stages=tuple(stages),
         leftovers=tuple(leftovers),
-        duration_s=clock.now() - clock.start,
-        passes=passes,
+        duration_s=t.budget.elapsed(),
+        passes=t.passes,
     )
-    killed = sum(1 for a in report.killed if a.outcome in ("terminated", "killed"))
     if report.ok:
         log.info(
             "session %s cleaned in %.0f ms: %d process(es) signalled, %d path(s) removed",
             target.session_id,
             report.duration_s * 1000,
-            killed,
+            sum(1 for a in report.killed if a.outcome.signalled),
             len(report.removed),
         )
     else:
@@ -602,6 +538,6 @@ def run_teardown(
             report.duration_s * 1000,
             ", ".join(str(lo) for lo in leftovers),
         )
-    if clock.interrupted:
-        raise TeardownInterrupted(report, clock.interrupted[0])
+    if t.interrupted:
+        raise TeardownInterrupted(report, t.interrupted[0])
     return report

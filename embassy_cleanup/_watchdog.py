@@ -14,9 +14,23 @@ Three layers, each covering what the one before cannot:
    no session's tree-kill can hit it; it exits with its owner.
 2. **Ownership records** (``_records``): the owner holds a ``flock`` on
    each session root; the kernel drops it when the owner dies.
-3. **The stale sweep**: every session start sweeps the temp dir for roots
-   whose lock can be taken (owner dead) and tears them down.  This is what
-   cleans up after a reboot, or after the watchdog itself was SIGKILLed.
+3. **The stale sweep** (``_sweep``): every session start sweeps the temp dir
+   for roots whose lock can be taken (owner dead) and tears them down.
+
+This module knows no kind of session.  The owner side sends versioned
+``add``/``remove``/``reap`` messages (``reap``: a finalizer hands an open
+session over, to be torn down now) (:data:`WATCHDOG_PROTOCOL`) naming a kind; the
+watchdog side is handed a :class:`Reaper` per kind by its entry point
+(``_watchdog_main``), validates every message with that kind's ``parse``,
+and after the owner's death runs the local reapers first while the remote
+ones (HTTP to a Grid) run in parallel threads, bounded as a whole.
+
+The owner's writes never block for long: the pipe is non-blocking and each
+message gets :data:`WRITE_TIMEOUT`.  A watchdog that died, stopped reading or
+closed the pipe is replaced, and the replacement learns every open session
+again from the registry the lifecycle hands in (:meth:`WatchdogClient.set_registry`).
+A thread in the owner waits on the watchdog process, so a killed watchdog
+is replaced at once, not at the next session start.
 
 ``PR_SET_PDEATHSIG`` is deliberately not used: it fires when the *thread*
 that spawned the child exits, so a session created in a short-lived worker
@@ -29,40 +43,57 @@ import json
 import logging
 import os
 import queue
+import select
 import subprocess
 import sys
 import threading
 import time
-import weakref
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import psutil
 
-from . import _platform, _records
-from ._ownership import ENV_MARKER, OWNER_MARKER
+from . import _platform
+from ._ownership import ENV_MARKER, OWNER_MARKER, owner_alive
 
 log = logging.getLogger("embassy_cleanup")
 
+#: The version every message carries; the watchdog refuses others.
+WATCHDOG_PROTOCOL = 1
 #: How often the watchdog also checks its owner's (pid, create time).
 OWNER_POLL_S = 0.5
-#: How long the watchdog waits for a dead owner's lock before acting anyway.
-LOCK_WAIT_S = 1.0
-
-_live: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
-_warned_init = False
+#: Most time one message may take to write before the watchdog counts as hung.
+WRITE_TIMEOUT = 2.0
+#: Most time the watchdog gives all remote (Grid) reaps together.
+REMOTE_BUDGET_S = 10.0
+#: Longest message the watchdog accepts (an adopted driver's is the largest).
+MAX_MESSAGE_BYTES = 1 << 20
+#: What the watchdog process runs (``python -c WATCHDOG_ENTRY OWNER_PID OWNER_CREATE_TIME``);
+#: not ``-m``: the package imports modules first, and runpy would run one twice.
+WATCHDOG_ENTRY = "from embassy_cleanup._watchdog_main import main; raise SystemExit(main())"
 
 
 # -- owner side -----------------------------------------------------------
-class _WatchdogClient:
+class WatchdogClient:
     """The owner's handle on its watchdog: a process and a pipe's write end."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler that closes a session may interrupt a send.
+        self._lock = threading.RLock()
         self.proc: subprocess.Popen[bytes] | None = None
         self._wfd: int | None = None
         self._owner = os.getpid()
+        self._registry: Callable[[], list[dict[str, Any]]] = list
+        self._sending = False
+        self._pending: list[bytes] = []
+        self.restarts = 0
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self._forget_in_child)
+
+    def set_registry(self, registry: Callable[[], list[dict[str, Any]]]) -> None:
+        """``registry()`` lists the ``add`` messages of every open session: a
+        replacement watchdog is sent all of them."""
+        self._registry = registry
 
     def _forget_in_child(self) -> None:
         # A fork()ed child must not keep the pipe open (the watchdog would
@@ -74,14 +105,9 @@ class _WatchdogClient:
                 pass
         self._wfd = None
         self.proc = None
+        self._sending = False
+        self._pending = []
         self._owner = os.getpid()
-        # Nor keep the parent's owner locks: closing our copies leaves the
-        # parent's locks in place (flock holds until the last copy closes),
-        # and a sweep then sees the parent's sessions exactly as it should.
-        for state in list(_live.values()):
-            for hook in state.hooks:
-                if isinstance(hook, _CrashSafetyHook) and hook.lock is not None:
-                    hook.lock.forget()
 
     def _start(self) -> None:
         owner = psutil.Process()
@@ -90,16 +116,8 @@ class _WatchdogClient:
         pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH")) if p)
         try:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    # Not "-m embassy_cleanup._watchdog": the package imports this
-                    # module first, so runpy would run it a second time (and warn).
-                    WATCHDOG_ENTRY,
-                    str(owner.pid),
-                    repr(owner.create_time()),
-                ],
+            proc = subprocess.Popen(
+                [sys.executable, "-c", WATCHDOG_ENTRY, str(owner.pid), repr(owner.create_time())],
                 stdin=rfd,
                 stdout=subprocess.DEVNULL,
                 stderr=_watchdog_log(),
@@ -112,56 +130,116 @@ class _WatchdogClient:
             raise
         finally:
             os.close(rfd)
-        self._wfd = wfd
-        log.debug("watchdog pid %d started for owner %d", self.proc.pid, owner.pid)
+        os.set_blocking(wfd, False)
+        self.proc, self._wfd = proc, wfd
+        threading.Thread(
+            target=self._watch, args=(proc,), name="embassy-cleanup-watchdog-monitor", daemon=True
+        ).start()
+        log.debug("watchdog pid %d started for owner %d", proc.pid, owner.pid)
+
+    def _watch(self, proc: subprocess.Popen[bytes]) -> None:
+        """Wait for the watchdog to exit; replace it if sessions still need it."""
+        proc.wait()
+        with self._lock:
+            if self.proc is not proc or self._owner != os.getpid() or self._sending:
+                return  # replaced already, forked, or a send in progress will notice
+            messages = self._registry()
+            self._drop()
+            if messages:
+                log.warning("watchdog pid %d died (exit %s); starting another", proc.pid, proc.returncode)
+                self._restart(messages)
+
+    def _drop(self) -> None:
+        if self._wfd is not None:
+            try:
+                os.close(self._wfd)
+            except OSError:
+                pass
+        proc = self.proc
+        self.proc, self._wfd = None, None
+        if proc is not None and proc.poll() is None:  # hung: it is our child, end it
+            proc.kill()
+            try:
+                proc.wait(1.0)
+            except subprocess.TimeoutExpired:
+                log.warning("watchdog pid %d did not exit after SIGKILL", proc.pid)
+
+    def _restart(self, messages: list[dict[str, Any]]) -> None:
+        self._start()
+        self.restarts += 1
+        for m in messages:
+            self._write(_encode(m))
+
+    def _write(self, data: bytes) -> None:
+        """All of ``data``, within WRITE_TIMEOUT; TimeoutError or OSError otherwise."""
+        assert self._wfd is not None
+        deadline = time.monotonic() + WRITE_TIMEOUT
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._wfd, view)
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"the watchdog did not read for {WRITE_TIMEOUT} s") from None
+                select.select([], [self._wfd], [], left)
+                continue
+            view = view[n:]
 
     def send(self, message: dict[str, Any]) -> int | None:
-        """Send one message (starting the watchdog if needed); return its pid."""
-        line = (json.dumps(message) + "\n").encode()
+        """Send one message (starting or replacing the watchdog if needed);
+        return the watchdog's pid."""
+        data = _encode(message)
         with self._lock:
-            if self._owner != os.getpid():
-                self._forget_in_child()
-            if self.proc is not None and self.proc.poll() is not None:
-                log.warning(
-                    "watchdog pid %d died (exit %s); starting another", self.proc.pid, self.proc.returncode
-                )
-                if self._wfd is not None:
-                    os.close(self._wfd)
-                self.proc, self._wfd = None, None
-            if self._wfd is None:
-                if message.get("op") != "add":
-                    return None
-                self._start()
-                # A replacement watchdog must also learn the sessions the
-                # dead one was guarding.
-                for state in live_sessions():
-                    if _guarded(state) and state.session_id != message.get("sid"):
-                        os.write(self._wfd, _add_message(state))  # type: ignore[arg-type]
-            assert self._wfd is not None and self.proc is not None
-            os.write(self._wfd, line)  # < PIPE_BUF: atomic
-            return self.proc.pid
+            if self._sending:  # re-entered (a signal handler): the outer call writes it
+                self._pending.append(data)
+                return self.pid
+            self._sending = True
+            try:
+                if self._owner != os.getpid():
+                    self._forget_in_child()
+                if self.proc is not None and self.proc.poll() is not None:
+                    log.warning(
+                        "watchdog pid %d died (exit %s); starting another",
+                        self.proc.pid,
+                        self.proc.returncode,
+                    )
+                    self._drop()
+                if self._wfd is None:
+                    if message.get("op") != "add":
+                        return None  # nothing registered there: nothing to remove
+                    self._restart(self._registry())
+                try:
+                    self._write(data)
+                    while self._pending:
+                        self._write(self._pending.pop(0))
+                except (OSError, TimeoutError) as err:  # BrokenPipeError, a hung reader
+                    log.warning("watchdog: %s; starting another", err)
+                    self._drop()
+                    self._pending.clear()
+                    self._restart(self._registry())
+                    if message.get("op") == "add":
+                        self._write(data)
+                return self.pid
+            finally:
+                self._sending = False
+
+    def close(self) -> None:
+        """Close the pipe: the watchdog reads what was sent, tears down what is
+        still registered (as after the owner's death) and exits."""
+        with self._lock:
+            if self._wfd is not None:
+                os.close(self._wfd)
+            self._wfd, self.proc = None, None
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+        proc = self.proc
+        return proc.pid if proc is not None else None
 
 
-def _guarded(state: Any) -> bool:
-    """Whether a live state asked for the watchdog (an adopted driver's state has no opts)."""
-    opts = getattr(state, "opts", None)
-    return bool(opts.watchdog if opts is not None else getattr(state, "watchdog", False))
-
-
-def _add_message(state: Any) -> bytes:
-    if getattr(state, "adopted", False):  # a driver started elsewhere (_adopt)
-        from ._adopt import watchdog_message
-
-        return (json.dumps(watchdog_message(state)) + "\n").encode()
-    if getattr(state.target, "remote_session_id", None) is not None:  # a Grid session (_remote)
-        from ._remote import add_message
-
-        return (json.dumps(add_message(state)) + "\n").encode()
-    return (json.dumps({"op": "add", "sid": state.session_id, "root": state.target.root}) + "\n").encode()
+def _encode(message: dict[str, Any]) -> bytes:
+    return (json.dumps(message, separators=(",", ":")) + "\n").encode()
 
 
 def _watchdog_log() -> Any:
@@ -171,15 +249,16 @@ def _watchdog_log() -> Any:
     return subprocess.DEVNULL
 
 
-_client: _WatchdogClient | None = None
+_client: WatchdogClient | None = None
 _client_lock = threading.Lock()
 
 
-def _get_client() -> _WatchdogClient:
+def client() -> WatchdogClient:
+    """This process's watchdog client (created on first use)."""
     global _client
     with _client_lock:
         if _client is None:
-            _client = _WatchdogClient()
+            _client = WatchdogClient()
         return _client
 
 
@@ -188,100 +267,37 @@ def watchdog_pid() -> int | None:
     return _client.pid if _client is not None else None
 
 
-class _CrashSafetyHook:
-    """Attached to a session's state: undoes the registration at teardown."""
-
-    def __init__(self, lock: _records.OwnerLock | None, registered: bool) -> None:
-        self.lock = lock
-        self.registered = registered
-
-    def session_closed(self, state: Any) -> None:
-        if self.registered:
-            _get_client().send({"op": "remove", "sid": state.session_id})
-        if self.lock is not None:
-            self.lock.release()
-
-
-def on_session_started(state: Any) -> None:
-    """Called right after the session root exists, before Chrome starts."""
-    global _warned_init
-    target = state.target
-    opts = state.opts
-    if _platform.running_as_init() and not _warned_init:
-        _warned_init = True
-        log.warning(
-            "running as PID 1 with no init: orphaned processes re-parent to this process and "
-            "nobody else reaps them; embassy_cleanup reaps its own, but run the container "
-            "with --init (or tini) so everything else is reaped too"
-        )
-    lock = _records.OwnerLock(target.root)
-    hook = _CrashSafetyHook(lock, registered=False)
-    state.hooks.append(hook)
-    update_record(state)
-    _live[state.session_id] = state
-    if opts.watchdog:
-        pid = _get_client().send({"op": "add", "sid": state.session_id, "root": target.root})
-        hook.registered = True
-        if pid is not None:
-            target.tracker._exclude.add(pid)
-    try:
-        swept = _records.sweep_stale(opts.temp_root, exclude=_excluded())
-    except Exception as err:  # a sweep problem must not stop a session from starting
-        log.warning("stale sweep failed: %s", err)
-    else:
-        if swept:
-            log.info("swept %d stale session(s) left by dead owners", len(swept))
-
-
-def _excluded() -> set[int]:
-    pid = watchdog_pid()
-    return {pid} if pid is not None else set()
-
-
-def update_record(state: Any) -> None:
-    """(Re)write the session's record with what it knows now."""
-    target = state.target
-    owner = psutil.Process()
-    _records.write_record(
-        target.root,
-        {
-            "session_id": state.session_id,
-            "owner_pid": owner.pid,
-            "owner_create_time": owner.create_time(),
-            "root": target.root,
-            "pids": [[p.pid, p.create_time, p.name] for p in target.tracker.recorded.values()],
-            "ports": sorted(target.ports),
-            "created": target.tracker.born_after,
-        },
-    )
-
-
-def live_sessions() -> list[Any]:
-    """States of this process's sessions not yet torn down."""
-    return [s for s in list(_live.values()) if s.report is None]
-
-
 # -- watchdog side ----------------------------------------------------------
-def _owner_alive(pid: int, create_time: float) -> bool:
-    try:
-        proc = psutil.Process(pid)
-        return abs(proc.create_time() - create_time) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+@dataclass(frozen=True)
+class Reaper:
+    """How the watchdog finishes one kind of session after its owner died.
+
+    ``parse(body)`` validates an ``add`` message's body (ValueError says what
+    is wrong; the message is then refused whole); ``reap(sid, parsed,
+    exclude)`` tears the session down and returns one line for the log.
+    ``remote`` reapers talk to another host: they run in parallel, after the
+    local trees are being killed, bounded as a whole by REMOTE_BUDGET_S."""
+
+    parse: Callable[[Any], Any]
+    reap: Callable[[str, Any, set[int]], str]
+    remote: bool = False
 
 
-def _reap_session(sid: str, root: str) -> None:
-    deadline = time.monotonic() + LOCK_WAIT_S
-    lock = _records.try_lock_dead_owner(root)
-    while lock is False and time.monotonic() < deadline:
-        time.sleep(0.01)
-        lock = _records.try_lock_dead_owner(root)
-    try:
-        report = _records.reap_orphaned(root, sid, exclude={os.getpid()})
-        print(f"watchdog: session {sid}: {'ok' if report.ok else 'LEFTOVERS'}\n{report}", file=sys.stderr)
-    finally:
-        if isinstance(lock, int) and not isinstance(lock, bool):
-            os.close(lock)
+def _check(msg: Any, reapers: Mapping[str, Reaper]) -> tuple[str, str, Any]:
+    """``(op, sid, parsed body)`` of a valid message; ValueError otherwise."""
+    if not isinstance(msg, dict) or msg.get("v") != WATCHDOG_PROTOCOL:
+        raise ValueError(f"not a version-{WATCHDOG_PROTOCOL} message")
+    op, sid = msg.get("op"), msg.get("sid")
+    if not isinstance(sid, str) or not 0 < len(sid) <= 64:
+        raise ValueError(f"bad session id {sid!r}")
+    if op in ("remove", "reap"):
+        return op, sid, None
+    if op != "add":
+        raise ValueError(f"unknown op {op!r}")
+    reaper = reapers.get(msg.get("kind"))  # type: ignore[arg-type]
+    if reaper is None:
+        raise ValueError(f"unknown kind {msg.get('kind')!r}")
+    return op, sid, (msg["kind"], reaper.parse(msg.get("body")))
 
 
 def _read_pipe(fd: int, chunks: queue.Queue[bytes]) -> None:
@@ -296,9 +312,13 @@ def _read_pipe(fd: int, chunks: queue.Queue[bytes]) -> None:
             return
 
 
-def serve(owner_pid: int, owner_create_time: float, fd: int = 0) -> int:
-    """The watchdog's loop: track registrations until the owner is gone."""
-    sessions: dict[str, dict[str, Any]] = {}
+def _say(line: str) -> None:
+    print(f"watchdog: {line}", file=sys.stderr, flush=True)
+
+
+def serve(owner_pid: int, owner_create_time: float, reapers: Mapping[str, Reaper], fd: int = 0) -> int:
+    """The watchdog's loop: track registrations until the owner is gone, then reap."""
+    sessions: dict[str, tuple[str, Any]] = {}
     chunks: queue.Queue[bytes] = queue.Queue()
     threading.Thread(target=_read_pipe, args=(fd, chunks), daemon=True).start()
     buf = b""
@@ -306,59 +326,63 @@ def serve(owner_pid: int, owner_create_time: float, fd: int = 0) -> int:
         try:
             chunk = chunks.get(timeout=OWNER_POLL_S)
         except queue.Empty:
-            if not _owner_alive(owner_pid, owner_create_time):
+            if not owner_alive(owner_pid, owner_create_time):
                 break
             continue
         if not chunk:
             break  # EOF: the owner is gone
         buf += chunk
         *lines, buf = buf.split(b"\n")
+        if len(buf) > MAX_MESSAGE_BYTES:
+            _say(f"refused a message over {MAX_MESSAGE_BYTES} bytes")
+            buf = b""
         for raw in lines:
             try:
-                msg = json.loads(raw)
-            except ValueError:
+                op, sid, parsed = _check(json.loads(raw), reapers)
+            except ValueError as err:  # json errors are ValueErrors too
+                _say(f"refused a message: {err}")
                 continue
-            if msg.get("op") == "add" and (
-                isinstance(msg.get("root"), str)
-                or isinstance(msg.get("remote_sid"), str)
-                or isinstance(msg.get("adopted"), dict)
-            ):
-                sessions[str(msg["sid"])] = msg
-            elif msg.get("op") == "remove":
-                sessions.pop(str(msg.get("sid")), None)
-    # Remote (Grid) sessions first: one HTTP request each frees a Grid slot.
-    for sid, msg in sessions.items():
-        if isinstance(msg.get("remote_sid"), str):
-            from ._remote import reap_remote
-
-            outcome = reap_remote(sid, str(msg.get("remote_url")), msg["remote_sid"])
-            print(f"watchdog: remote session {sid} ({msg['remote_sid']}): {outcome}", file=sys.stderr)
-    for sid, msg in sessions.items():
-        try:
-            if isinstance(msg.get("root"), str):
-                _reap_session(sid, msg["root"])
-            elif isinstance(msg.get("adopted"), dict):  # a driver started elsewhere (_adopt)
-                from ._adopt import reap_adopted
-
-                report = reap_adopted(sid, msg["adopted"], exclude={os.getpid()})
-                outcome = "ok" if report.ok else "LEFTOVERS"
-                print(f"watchdog: session {sid}: {outcome}\n{report}", file=sys.stderr)
-        except Exception as err:  # one session's failure must not spare the others
-            print(f"watchdog: session {sid}: {err!r}", file=sys.stderr)
+            if op == "add":
+                sessions[sid] = parsed
+            elif op == "reap" and sid in sessions:  # handed over by a finalizer
+                handed = {sid: sessions.pop(sid)}
+                threading.Thread(target=reap_all, args=(handed, reapers), daemon=True).start()
+            else:
+                sessions.pop(sid, None)
+    reap_all(sessions, reapers)
     return 0
 
 
-#: What the watchdog process runs (``python -c WATCHDOG_ENTRY OWNER_PID OWNER_CREATE_TIME``).
-WATCHDOG_ENTRY = "from embassy_cleanup._watchdog import main; raise SystemExit(main())"
+def reap_all(sessions: Mapping[str, tuple[str, Any]], reapers: Mapping[str, Reaper]) -> None:
+    """Tear down every session: remote ones in parallel threads (bounded as a
+    whole), local ones meanwhile, one after another; one failure never spares
+    the others."""
+    exclude = {os.getpid()}
+
+    def one(sid: str, kind: str, parsed: Any) -> None:
+        try:
+            _say(f"session {sid}: {reapers[kind].reap(sid, parsed, exclude)}")
+        except Exception as err:
+            _say(f"session {sid} ({kind}): {err!r}")
+
+    threads = [
+        threading.Thread(target=one, args=(sid, kind, parsed), daemon=True)
+        for sid, (kind, parsed) in sessions.items()
+        if reapers[kind].remote
+    ]
+    deadline = time.monotonic() + REMOTE_BUDGET_S
+    for th in threads:
+        th.start()
+    for sid, (kind, parsed) in sessions.items():
+        if not reapers[kind].remote:
+            one(sid, kind, parsed)
+    for th in threads:
+        th.join(max(0.0, deadline - time.monotonic()))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(reapers: Mapping[str, Reaper], argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
         print(f'usage: python -c "{WATCHDOG_ENTRY}" OWNER_PID OWNER_CREATE_TIME', file=sys.stderr)
         return 2
-    return serve(int(args[0]), float(args[1]))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return serve(int(args[0]), float(args[1]), reapers)

@@ -13,13 +13,13 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import click
 
 from . import __version__, _launcher
 from ._errors import EmbassyCleanupError
-from ._presets import DEFAULT_PRESET, PRESETS
+from ._presets import DEFAULT_PRESET, PRESETS, PresetName
 from ._report import CleanupReport
 
 EXIT_OK, EXIT_LEAKS, EXIT_USAGE = 0, 1, 2
@@ -74,7 +74,7 @@ def render_report(report: CleanupReport) -> str:
         lines.append("  ".join(cells) + "  " + r[4])
         if i == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 7)
-    killed = [a for a in report.killed if a.outcome in ("terminated", "killed")]
+    killed = [a for a in report.killed if a.outcome.signalled]
     lines.append("")
     lines.append(
         f"processes signalled: {len(killed)}"
@@ -154,7 +154,10 @@ def demo(preset: str, fast: bool, headed: bool, cleanup_timeout: float, as_json:
     from ._session import ChromeUltraAggressiveCleanup
 
     session = ChromeUltraAggressiveCleanup(
-        headless=not headed, preset=preset, graceful=not fast, cleanup_timeout=cleanup_timeout
+        headless=not headed,
+        preset=cast(PresetName, preset),
+        graceful=not fast,
+        cleanup_timeout=cleanup_timeout,
     )
     err = as_json  # with --json, stdout carries the JSON alone
     with serve_page() as url:

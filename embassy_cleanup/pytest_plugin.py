@@ -37,12 +37,11 @@ import psutil
 import pytest
 
 from . import _platform
-from ._adopt import CHROMEDRIVER_PROFILE, SINGLETON_DIR, _remove_singleton_dir, profile_origin
+from ._dirs import CHROMEDRIVER_PROFILE, SINGLETON_DIR, profile_origin, remove_singleton_dir, remove_tree
 from ._inventory import is_chrome_family
 from ._ownership import ROOT_PREFIX
 from ._presets import DEFAULT_PRESET, PRESETS
 from ._session import ChromeUltraAggressiveCleanup
-from ._teardown import _remove_tree
 
 log = logging.getLogger("embassy_cleanup")
 
@@ -335,7 +334,7 @@ def stray_dirs(test_tmp: str, known: list[LeakedDir]) -> list[LeakedDir]:
         if CHROMEDRIVER_PROFILE.match(name):
             out.append(LeakedDir(path, "chromedriver temp profile, no process left"))
         elif SINGLETON_DIR.match(name):
-            _remove_singleton_dir(path)
+            remove_singleton_dir(path)
     return out
 
 
@@ -357,9 +356,9 @@ def clean_leaks(leaks: list[Leak], dirs: list[LeakedDir]) -> list[str]:
             continue
     for d in dirs:
         if d.kind == "singleton dir":  # only if it holds nothing but Chromium's singleton files
-            err = _remove_singleton_dir(d.path)[1]
+            err = remove_singleton_dir(d.path)[1]
         elif d.kind != "kept":
-            err = _remove_tree(d.path)
+            err = remove_tree(d.path)
         else:
             err = None
         if err is not None:

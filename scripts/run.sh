@@ -17,7 +17,7 @@ usage() {
 lint() {
     .venv/bin/python -m ruff check embassy_cleanup tests bench
     .venv/bin/python -m mypy --ignore-missing-imports embassy_cleanup
-    shellcheck cleanup_chrome.sh scripts/bootstrap.sh scripts/run.sh .ci/run
+    shellcheck cleanup_chrome.sh scripts/bootstrap.sh scripts/run.sh scripts/fault_matrix.sh .ci/run
 }
 
 [ $# -ge 1 ] || usage

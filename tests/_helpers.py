@@ -27,6 +27,11 @@ RUN_ROOT = tempfile.mkdtemp(prefix="embassy-t-")
 SESSIONS_ROOT = os.path.join(RUN_ROOT, "s")
 os.makedirs(SESSIONS_ROOT, exist_ok=True)
 
+#: Python code that names the running process "chromium" (Linux ``prctl``):
+#: a fake Chrome that carries a session root on its command line is the
+#: session's only when its name is Chrome-family (see ``_ownership``).
+CHROME_NAME_CODE = "import ctypes; ctypes.CDLL(None).prctl(15, b'chromium', 0, 0, 0)\n"
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMEDRIVER = shutil.which("chromedriver")
 

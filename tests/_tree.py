@@ -10,13 +10,15 @@ library is used, so the script also runs under ``python -S``.
 ========================  ==================================================  ===============
 kind                      what it is                                          ``via``
 ========================  ==================================================  ===============
-``root``                  this script; ROOT_MARKER on its command line        ``started``
+``root``                  this script, named "chromium"; ROOT_MARKER on its    ``started``
+                          command line
 ``group``                 a child of the root in the root's process group     ``group``
 ``term_ignorer``          like ``group``, but ignores SIGTERM                 ``group``
 ``descendant``            a child of the root in its own session (setsid)     ``descendant``
 ``grandchild``            a child of ``descendant``, in that session          ``descendant``
 ``orphan_cmdline``        double fork: own session, re-parented to init,      ``cmdline``
-                          ROOT_MARKER on its command line (like crashpad)
+                          ROOT_MARKER on its command line, named "chromium"
+                          (like crashpad)
 ``orphan_env``            double fork: own session, re-parented to init,      ``env``
                           only ``EMBASSY_CLEANUP_SESSION=<id>`` in its env
 ========================  ==================================================  ===============
@@ -47,6 +49,8 @@ LIFETIME_S = 300
 SLEEPER = (
     "import os, signal, sys, time\n"
     "fd, kind = int(sys.argv[1]), sys.argv[2]\n"
+    "if kind == 'orphan_cmdline':  # named like Chrome: only then does the root on argv count\n"
+    "    import ctypes; ctypes.CDLL(None).prctl(15, b'chromium', 0, 0, 0)\n"
     "if kind == 'term_ignorer':\n"
     "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
     "os.write(fd, ('%s %d\\n' % (kind, os.getpid())).encode())\n"
@@ -107,6 +111,11 @@ def main(argv: list[str]) -> int:
         print(f"usage: {argv[0]} ROOT_MARKER SESSION_ID", file=sys.stderr)
         return 2
     marker, session_id = argv[1], argv[2]
+    # Named like Chrome, as the root carries ROOT_MARKER on its command line
+    # (only a Chrome-family process counts by it; see embassy_cleanup._ownership).
+    import ctypes
+
+    ctypes.CDLL(None).prctl(15, b"chromium", 0, 0, 0)
     plain_env = {k: v for k, v in os.environ.items() if k != ENV_MARKER}
     marked_env = dict(plain_env, **{ENV_MARKER: session_id})
 

@@ -83,19 +83,32 @@ The documented functions (each backend provides all of them):
 ``lock_file(fd, blocking) -> bool`` / ``unlock_file(fd)``
     An advisory whole-file lock that the kernel drops when the holder dies.
 
+``identity(pid, create_time) -> Identity``
+    Whether ``pid`` is still the process born at ``create_time``: ``MATCH``,
+    ``GONE``, ``REUSED``, or ``UNKNOWN`` when its create time cannot be read
+    (AccessDenied).  The one rule for ``UNKNOWN``: never signal it, never
+    count it as gone (see ``_types``).
+
+``same_birth(a, b) -> bool`` / ``born_before(a, b) -> bool``
+    The one comparison of create times, within ``CREATE_TIME_TOLERANCE``
+    (the 10 ms resolution of ``/proc``).
+
 Capability flags: ``HAVE_PROCESS_GROUPS``, ``HAVE_PIDFD``, ``HAVE_PGREP``;
 ``UNIX_SOCKET_PATH_MAX``, the longest AF_UNIX path (None where unused).
 """
 
 from __future__ import annotations
 
-import enum
 import os
 import sys
-from typing import NamedTuple
 
 __all__ = [
     "SignalResult",
+    "Identity",
+    "identity",
+    "same_birth",
+    "born_before",
+    "CREATE_TIME_TOLERANCE",
     "ProcRow",
     "process_table",
     "kill_group",
@@ -123,25 +136,15 @@ __all__ = [
 ]
 
 
-class SignalResult(enum.Enum):
-    """What happened when we tried to signal a process."""
-
-    SENT = "sent"
-    GONE = "already exited"
-    REUSED = "pid reused"
-    DENIED = "denied"
-
-
-class ProcRow(NamedTuple):
-    """One process, as :func:`process_table` read it."""
-
-    pid: int
-    ppid: int
-    pgrp: int | None  # None where the backend does not read it cheaply
-    create_time: float  # epoch seconds, the same value psutil reports
-    name: str
-    zombie: bool
-
+from ._types import (  # noqa: E402
+    CREATE_TIME_TOLERANCE,
+    Identity,
+    ProcRow,
+    SignalResult,
+    born_before,
+    identity,
+    same_birth,
+)
 
 if sys.platform.startswith("linux"):
     PLATFORM = "linux"

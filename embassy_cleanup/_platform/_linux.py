@@ -16,7 +16,6 @@ import stat
 import time
 from typing import Iterable, Sequence
 
-from . import ProcRow, SignalResult
 from ._posix import (
     HAVE_PGREP,
     HAVE_PROCESS_GROUPS,
@@ -35,6 +34,7 @@ from ._posix import (
 )
 from ._posix import signal_process as _posix_signal_process
 from ._posix import wait_gone as _posix_wait_gone
+from ._types import ProcRow, SignalResult, same_birth
 
 __all__ = [
     "HAVE_PGREP",
@@ -146,7 +146,7 @@ def _identity(pid: int, create_time: float) -> bool | None:
     row = _read_stat(pid)
     if row is None:
         return None if not os.path.exists(f"/proc/{pid}") else _identity_matches(pid, create_time)
-    return abs(row.create_time - create_time) < 0.01
+    return same_birth(row.create_time, create_time)
 
 
 def _open_checked(pid: int, create_time: float) -> tuple[int | None, SignalResult | None]:

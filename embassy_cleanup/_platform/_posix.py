@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import psutil
 
-from . import ProcRow, SignalResult
+from ._types import Identity, ProcRow, SignalResult, identity, same_birth
 
 HAVE_PROCESS_GROUPS = True
 #: Longest usable AF_UNIX socket path (sun_path less its NUL byte).
@@ -29,17 +29,11 @@ _ERE_SPECIAL = set("\\.^$|?*+()[]{}")
 
 
 def _identity_matches(pid: int, create_time: float) -> bool | None:
-    """True if ``pid`` is still the process born at ``create_time``.
-
-    None if it is gone.  A zombie still matches (it can be signalled
-    harmlessly and must still be reaped).
-    """
-    try:
-        return abs(psutil.Process(pid).create_time() - create_time) < 0.01
-    except psutil.NoSuchProcess:
-        return None
-    except psutil.AccessDenied:
-        return False
+    """True if ``pid`` is still the process born at ``create_time``; None if it
+    is gone; False if reused or unreadable (see ``_types``: never signal what
+    is not provably ours).  A zombie still matches."""
+    found = identity(pid, create_time)
+    return None if found is Identity.GONE else found is Identity.MATCH
 
 
 def signal_process(pid: int, create_time: float, force: bool) -> SignalResult:
@@ -75,12 +69,12 @@ def kill_group(pid: int, create_time: float) -> SignalResult:
 def is_running(pid: int, create_time: float) -> bool:
     try:
         proc = psutil.Process(pid)
-        if abs(proc.create_time() - create_time) >= 0.01:
+        if not same_birth(proc.create_time(), create_time):
             return False
         return proc.status() != psutil.STATUS_ZOMBIE
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return False
-    except psutil.AccessDenied:
+    except psutil.AccessDenied:  # not provably gone (see _types)
         return True
 
 

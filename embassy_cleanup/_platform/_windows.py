@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 
 import psutil
 
-from . import ProcRow, SignalResult
+from ._types import ProcRow, SignalResult, same_birth
 
 HAVE_PROCESS_GROUPS = False
 #: Longest usable AF_UNIX socket path (sun_path less its NUL byte).
@@ -31,7 +31,7 @@ _TASKKILL = shutil.which("taskkill")
 def signal_process(pid: int, create_time: float, force: bool) -> SignalResult:
     try:
         proc = psutil.Process(pid)
-        if abs(proc.create_time() - create_time) >= 0.01:
+        if not same_birth(proc.create_time(), create_time):
             return SignalResult.REUSED
         proc.kill() if force else proc.terminate()
     except psutil.NoSuchProcess:
@@ -48,7 +48,7 @@ def kill_group(pid: int, create_time: float) -> SignalResult:
 def is_running(pid: int, create_time: float) -> bool:
     try:
         proc = psutil.Process(pid)
-        return abs(proc.create_time() - create_time) < 0.01 and proc.is_running()
+        return same_birth(proc.create_time(), create_time) and proc.is_running()
     except psutil.NoSuchProcess:
         return False
     except psutil.AccessDenied:

@@ -228,9 +228,9 @@ class Owner:
         for i, driver in enumerate(drivers):
             driver.get(page(f"owner-{i}"))
             wait_title(driver, f"owner-{i}")
-        sessions = {e.lease.view: e.session for e in self.pool._core.busy}
         for i, driver in enumerate(drivers):
-            cleanup = sessions[driver]
+            cleanup = self.pool.session_of(driver)
+            assert cleanup is not None, "a checked-out driver the pool does not know"
             self.cleanups.append(cleanup)
             self.drivers.append(driver)
             self.described.append(

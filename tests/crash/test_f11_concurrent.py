@@ -59,8 +59,9 @@ def test_four_sessions_in_threads_each_close_only_their_own(crash, session_kwarg
         for t in threads:
             t.join(120)
         assert not errors, errors
-        assert len({c.root for c in cleanups}) == N
-        snaps = [crash.snapshot({"root": c.root, "pids": {}}) for c in cleanups]
+        roots = [c.root for c in cleanups]  # (a root reads None once its session is torn down)
+        assert len(set(roots)) == N
+        snaps = [crash.snapshot({"root": root, "pids": {}}) for root in roots]
         existing = set(psutil.pids())  # a kill outside this set hit a process born after the snapshots
         for snap in snaps:
             assert len(crash.running(snap)) >= 5, snap
@@ -81,7 +82,7 @@ def test_four_sessions_in_threads_each_close_only_their_own(crash, session_kwarg
         report = cleanups[-1].close()
         assert report.ok, str(report)
         assert_only_own(N - 1, {a.pid for a in report.killed})
-        assert crash.gone({cleanups[-1].root: snaps[-1]})
+        assert crash.gone({roots[-1]: snaps[-1]})
         for i in range(N - 1):
             assert crash.running(snaps[i]) == sorted(snaps[i]), f"session {i} lost processes"
             assert drivers[i].title == f"thread-{i}"
@@ -100,7 +101,7 @@ def test_four_sessions_in_threads_each_close_only_their_own(crash, session_kwarg
         for i, rep in enumerate(reports):
             assert rep is not None and rep.ok, str(rep)
             assert_only_own(i, {a.pid for a in rep.killed})
-        assert crash.gone({c.root: s for c, s in zip(cleanups, snaps)})
+        assert crash.gone(dict(zip(roots, snaps)))
     finally:
         for c in cleanups:
             c.close()

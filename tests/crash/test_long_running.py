@@ -66,7 +66,8 @@ def test_a_session_started_in_a_worker_thread_keeps_its_browser_after_the_thread
     cleanup, driver = box["cleanup"], box["driver"]
     try:
         # Renderers come and go by themselves; the rest must all survive.
-        snap = steady(crash.snapshot({"root": cleanup.root, "pids": {}}))
+        root = cleanup.root  # (None once the session is torn down)
+        snap = steady(crash.snapshot({"root": root, "pids": {}}))
         assert len(crash.running(snap)) >= 4
         # a parent-death signal tied to the thread would strike right now
         lost = h.wait_until(lambda: crash.running(snap) != sorted(snap), timeout=0.5)
@@ -76,7 +77,7 @@ def test_a_session_started_in_a_worker_thread_keeps_its_browser_after_the_thread
     finally:
         report = cleanup.close()
     assert report.ok, str(report)
-    assert crash.gone({cleanup.root or "": snap})
+    assert crash.gone({root: snap})
 
 
 # -- fds and threads ---------------------------------------------------------------

@@ -54,9 +54,9 @@ def make_old(path: str, seconds: float = _records.YOUNG_ROOT_S + 60) -> None:
     os.utime(path, (past, past), follow_symlinks=False)
 
 
-def spawn_orphan(*marker_args: str) -> psutil.Process:
-    """A sleeper with ``marker_args`` on its command line, re-parented to init."""
-    code = (
+def spawn_orphan(*marker_args: str, code: str = SLEEP) -> psutil.Process:
+    """A sleeper running ``code`` with ``marker_args`` on its command line, re-parented to init."""
+    spawner = (
         "import subprocess, sys\n"
         "null = subprocess.DEVNULL\n"
         "p = subprocess.Popen([sys.executable, '-c', sys.argv[1], *sys.argv[2:]], start_new_session=True,\n"
@@ -64,7 +64,7 @@ def spawn_orphan(*marker_args: str) -> psutil.Process:
         "print(p.pid)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, SLEEP, *marker_args],
+        [sys.executable, "-c", spawner, code, *marker_args],
         capture_output=True,
         text=True,
         timeout=30,
@@ -76,8 +76,12 @@ def spawn_orphan(*marker_args: str) -> psutil.Process:
 
 
 def spawn_marked(root: str) -> psutil.Process:
-    """An orphan carrying ``root`` on its command line, like a Chrome of the session."""
-    return spawn_orphan(f"--user-data-dir={root}/profile")
+    """An orphan carrying ``root`` on its command line and named like Chrome, as a
+    Chrome of the session is (the root on a command line counts only for a
+    Chrome-family process: see ``_ownership``)."""
+    proc = spawn_orphan(f"--user-data-dir={root}/profile", code=h.CHROME_NAME_CODE + SLEEP)
+    assert h.wait_until(lambda: proc.name() == "chromium", timeout=10), proc
+    return proc
 
 
 @pytest.fixture
@@ -107,9 +111,9 @@ def test_a_record_written_is_read_back_unchanged_and_private(tmp_path):
     path = tmp_path / _records.RECORD_NAME
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert sorted(os.listdir(tmp_path)) == [_records.RECORD_NAME], "the temp file must not stay behind"
-    # rewriting replaces the whole record
+    # rewriting replaces the whole record (the lists it lacks read as empty)
     _records.write_record(str(tmp_path), {"session_id": "x"})
-    assert _records.read_record(str(tmp_path)) == {"session_id": "x"}
+    assert _records.read_record(str(tmp_path)) == {"session_id": "x", "pids": [], "ports": []}
 
 
 @pytest.mark.parametrize(
@@ -135,12 +139,16 @@ def test_a_second_owner_lock_on_the_same_root_is_refused_until_the_first_is_rele
     try:
         with pytest.raises(RuntimeError, match="locked by another process"):
             _records.OwnerLock(str(tmp_path))
-        assert _records.try_lock_dead_owner(str(tmp_path)) is False
+        with _records.dead_owner_lock(str(tmp_path)) as owner:
+            assert owner is _records.Owner.ALIVE
     finally:
         first.release()
-    fd = _records.try_lock_dead_owner(str(tmp_path))
-    assert isinstance(fd, int) and not isinstance(fd, bool)
-    os.close(fd)
+    with _records.dead_owner_lock(str(tmp_path)) as owner:
+        assert owner is _records.Owner.DEAD
+        with _records.dead_owner_lock(str(tmp_path)) as again:  # held for the block
+            assert again is _records.Owner.ALIVE
+    with _records.dead_owner_lock(str(tmp_path)) as owner:  # and released after it
+        assert owner is _records.Owner.DEAD
     first.release()  # twice: harmless
 
 

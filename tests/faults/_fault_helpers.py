@@ -7,8 +7,11 @@
   process by ``(pid, create time)``: ``pid_max`` may be small (32768 in some
   containers) and other people run Chrome here, so a bare PID may already
   belong to someone else;
-* :func:`replace_first_calls` injects a fault into the first N calls of a
-  stage (or any function) and lets the later calls through;
+* :func:`replace_stage` injects a fault into the first N runs of a stage of
+  the local plan (``_teardown.LOCAL_PLAN``, which local and adopted sessions
+  run) and lets the later runs through; :func:`wrap_stage` replaces a stage's
+  body for the whole test; :func:`replace_first_calls` does the same for any
+  function;
 * :func:`start_listener` starts a process that is not the session's and
   listens on a given port;
 """
@@ -24,8 +27,14 @@ from typing import Any, Callable, Iterable
 
 import psutil
 
-from embassy_cleanup import CleanupReport, Stage, StageResult
+from embassy_cleanup import CleanupReport, Outcome, Stage, StageResult, _teardown
+from embassy_cleanup._ownership import OwnedProcess, ProcessTracker
 from tests import _helpers as h
+
+#: The local plan's stage bodies, by stage.  The plan is read when a teardown
+#: runs, so a body replaced here (``monkeypatch.setitem``) is what the next
+#: teardown of a local or adopted session in this process runs.
+LOCAL_STAGES = _teardown.LOCAL_PLAN.stages
 
 
 @dataclass
@@ -145,22 +154,37 @@ def stages_of(report: CleanupReport, stage: Stage | str) -> list[StageResult]:
     return [s for s in report.stages if s.stage is wanted]
 
 
-def outcomes(results: Iterable[StageResult]) -> dict[int, str]:
+def outcomes(results: Iterable[StageResult]) -> dict[int, Outcome]:
     """pid -> outcome over the ``killed`` lists of ``results``."""
     return {a.pid: a.outcome for s in results for a in s.killed}
 
 
-def noop_stage(target: Any, clock: Any, run: Any, *args: Any) -> None:
+def noop_stage(t: _teardown.TeardownRun, run: _teardown.StageRun, *args: Any) -> None:
     """A stage body that does nothing (the fault: this stage missed everything)."""
     run.notes.append("neutralised by the test")
 
 
-def replace_first_calls(
-    monkeypatch: Any, owner: Any, name: str, replacement: Callable[..., Any], times: int = 1
+def wrap_stage(monkeypatch: Any, stage: Stage, wrap: Callable[[Any], Any]) -> None:
+    """Run ``wrap(original_body)`` instead of ``stage``'s body of the local plan."""
+    monkeypatch.setitem(LOCAL_STAGES, stage, wrap(LOCAL_STAGES[stage]))
+
+
+def replace_stage(
+    monkeypatch: Any, stage: Stage, replacement: Callable[..., Any], times: int = 1
 ) -> list[tuple[Any, ...]]:
-    """Make the first ``times`` calls of ``owner.name`` call ``replacement``
+    """Make the first ``times`` runs of ``stage`` (local plan) run ``replacement``
+    instead; later runs reach the original.  Returns the list of runs."""
+    return replace_first_calls(monkeypatch, LOCAL_STAGES, stage, replacement, times)
+
+
+def replace_first_calls(
+    monkeypatch: Any, owner: Any, name: Any, replacement: Callable[..., Any], times: int = 1
+) -> list[tuple[Any, ...]]:
+    """Make the first ``times`` calls of ``owner.name`` (or ``owner[name]`` when
+    ``owner`` is a dict, such as :data:`LOCAL_STAGES`) call ``replacement``
     instead; later calls reach the original.  Returns the list of calls."""
-    original = getattr(owner, name)
+    is_dict = isinstance(owner, dict)
+    original = owner[name] if is_dict else getattr(owner, name)
     calls: list[tuple[Any, ...]] = []
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -169,7 +193,10 @@ def replace_first_calls(
             return replacement(*args, **kwargs)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(owner, name, wrapper)
+    if is_dict:
+        monkeypatch.setitem(owner, name, wrapper)
+    else:
+        monkeypatch.setattr(owner, name, wrapper)
     return calls
 
 
@@ -272,24 +299,27 @@ def start_late_helper(session_id: str, root: str) -> subprocess.Popen[bytes]:
     return helper
 
 
-def hide_from_discovery(monkeypatch: Any, pid: int, *, until: str, starts: bool) -> None:
-    """Discovery neither sees nor records ``pid`` until the first call of the
-    teardown stage ``until`` (a ``_teardown`` function name) starts
-    (``starts=True``) or has finished (``starts=False``)."""
-    from embassy_cleanup import _teardown
-    from embassy_cleanup._ownership import ProcessTracker
-
+def hide_from_discovery(monkeypatch: Any, pid: int, *, until: Stage, starts: bool) -> None:
+    """Discovery neither sees nor records ``pid``, and the tracker's record does
+    not list it, until the first run of the local plan's stage ``until``
+    starts (``starts=True``) or has finished (``starts=False``)."""
     hidden = [True]
     discover = ProcessTracker.discover
-    stage = getattr(_teardown, until)
+    record = ProcessTracker.record
+    processes = ProcessTracker.processes
+    stage = LOCAL_STAGES[until]
 
     def discover_hiding(self: ProcessTracker) -> Any:
         found = discover(self)
         if hidden[0]:
             found.pop(pid, None)
-            with self._lock:
-                self.recorded.pop(pid, None)
         return found
+
+    def record_hiding(self: ProcessTracker, procs: Iterable[OwnedProcess]) -> None:
+        record(self, [p for p in procs if not (hidden[0] and p.pid == pid)])
+
+    def processes_hiding(self: ProcessTracker) -> tuple[OwnedProcess, ...]:
+        return tuple(p for p in processes(self) if not (hidden[0] and p.pid == pid))
 
     def stage_revealing(*args: Any) -> Any:
         if starts:
@@ -300,4 +330,6 @@ def hide_from_discovery(monkeypatch: Any, pid: int, *, until: str, starts: bool)
             hidden[0] = False
 
     monkeypatch.setattr(ProcessTracker, "discover", discover_hiding)
-    monkeypatch.setattr(_teardown, until, stage_revealing)
+    monkeypatch.setattr(ProcessTracker, "record", record_hiding)
+    monkeypatch.setattr(ProcessTracker, "processes", processes_hiding)
+    monkeypatch.setitem(LOCAL_STAGES, until, stage_revealing)

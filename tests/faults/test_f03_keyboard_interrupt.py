@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from embassy_cleanup import ChromeUltraAggressiveCleanup, _teardown
+from embassy_cleanup import ChromeUltraAggressiveCleanup, Stage
 from tests import _helpers as h
 from tests.faults import _fault_helpers as fh
 
@@ -51,14 +51,14 @@ def test_real_sigint_with_the_default_handler_should_propagate_after_teardown(se
 
 
 def test_second_sigint_during_teardown_should_not_abort_the_teardown(session_kwargs, bystander, monkeypatch):
-    original = _teardown.stage_ports
+    original = fh.LOCAL_STAGES[Stage.PORTS]
 
     def ports_interrupted(*args):
         os.kill(os.getpid(), signal.SIGINT)  # the default handler raises in here
         h.wait_until(lambda: False, timeout=2)
         return original(*args)
 
-    fh.replace_first_calls(monkeypatch, _teardown, "stage_ports", ports_interrupted)
+    fh.replace_stage(monkeypatch, Stage.PORTS, ports_interrupted)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     cleanup = ChromeUltraAggressiveCleanup(**session_kwargs)
     try:

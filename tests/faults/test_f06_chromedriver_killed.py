@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from embassy_cleanup import ChromeUltraAggressiveCleanup
+from embassy_cleanup import ChromeUltraAggressiveCleanup, Outcome
 from tests import _helpers as h
 from tests.faults import _fault_helpers as fh
 
@@ -33,7 +33,7 @@ def test_browser_should_be_found_and_killed_after_chromedriver_was_sigkilled(ses
     # chromedriver's DevTools connection is gone: for those, "all gone" below.)
     must_find = [snap.main_browser] + [p for p in alive if snap.name(p).startswith("chrome_crashpad")]
     missed = {f"{p} {snap.name(p)}": signalled.get(p) for p in must_find}
-    missed = {k: v for k, v in missed.items() if v not in ("terminated", "killed")}
+    missed = {k: v for k, v in missed.items() if v not in (Outcome.TERMINATED, Outcome.KILLED)}
     assert not missed, f"not found and killed: {missed}\n{report}"
     assert report.ok, str(report)
     fh.assert_session_gone(snap)

@@ -18,7 +18,7 @@ import signal
 
 import pytest
 
-from embassy_cleanup import ChromeUltraAggressiveCleanup
+from embassy_cleanup import ChromeUltraAggressiveCleanup, Outcome
 from tests import _helpers as h
 from tests.faults import _fault_helpers as fh
 
@@ -55,7 +55,7 @@ def test_hung_orphaned_helpers_should_be_found_and_killed_after_the_browser_was_
     report = cleanup.report
     signalled = fh.outcomes(report.stages)
     not_killed = {f"{pid} {snap.name(pid)}": signalled.get(pid) for pid in crashpad}
-    not_killed = {k: v for k, v in not_killed.items() if v != "killed"}
+    not_killed = {k: v for k, v in not_killed.items() if v != Outcome.KILLED}
     assert not not_killed, f"orphaned crashpad handlers not killed: {not_killed}\n{report}"
     assert report.ok, str(report)
     fh.assert_session_gone(snap)

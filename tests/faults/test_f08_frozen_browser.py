@@ -8,7 +8,7 @@ import time
 import psutil
 import pytest
 
-from embassy_cleanup import ChromeUltraAggressiveCleanup, Stage
+from embassy_cleanup import ChromeUltraAggressiveCleanup, Outcome, Stage
 from tests import _helpers as h
 from tests.faults import _fault_helpers as fh
 
@@ -45,8 +45,9 @@ def test_frozen_browser_should_be_killed_within_the_cleanup_timeout(session_kwar
     signalled = fh.outcomes(report.stages)
     # SIGKILL, not SIGTERM (a stopped process would only queue SIGTERM); the
     # zygotes may also get the kernel's SIGKILL when the browser dies first
-    assert signalled.get(snap.main_browser) == "killed", str(report)
-    frozen_unkilled = [pid for pid in frozen if signalled.get(pid) not in ("killed", "already exited")]
+    assert signalled.get(snap.main_browser) == Outcome.KILLED, str(report)
+    ended = (Outcome.KILLED, Outcome.ALREADY_EXITED)
+    frozen_unkilled = [pid for pid in frozen if signalled.get(pid) not in ended]
     assert not frozen_unkilled, f"frozen processes not killed: {frozen_unkilled}\n{report}"
     assert report.ok, str(report)
     fh.assert_session_gone(snap)

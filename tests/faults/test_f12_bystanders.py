@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from embassy_cleanup import ChromeUltraAggressiveCleanup, Stage, _teardown
+from embassy_cleanup import ChromeUltraAggressiveCleanup, Stage
 from tests.faults import _fault_helpers as fh
 
 pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("bystander")]
@@ -42,8 +42,8 @@ def test_forced_session_should_leave_the_bystanders_untouched(session_kwargs, by
 
 
 def test_os_kill_stage_should_leave_the_bystanders_untouched(session_kwargs, bystander, monkeypatch):
-    fh.replace_first_calls(monkeypatch, _teardown, "stage_kill_tree", fh.noop_stage)
-    fh.replace_first_calls(monkeypatch, _teardown, "stage_ports", fh.noop_stage)
+    fh.replace_stage(monkeypatch, Stage.KILL_TREE, fh.noop_stage)
+    fh.replace_stage(monkeypatch, Stage.PORTS, fh.noop_stage)
     cleanup = ChromeUltraAggressiveCleanup(graceful=False, **session_kwargs)
     with cleanup:
         snap = fh.snapshot(cleanup, settle=True)
@@ -60,13 +60,14 @@ def test_ports_stage_should_leave_alone_a_bystander_server_on_a_port_of_the_sess
 ):
     # the session believes the bystander's port is one of its own (as if the
     # port had been reused after chromedriver let it go)
-    original = _teardown.stage_ports
+    def ports_including_the_bystanders(original):
+        def stage(t, run):
+            t.target.ports.add(bystander.port)
+            return original(t, run)
 
-    def ports_including_the_bystanders(target, clock, run, *args):
-        target.ports.add(bystander.port)
-        return original(target, clock, run, *args)
+        return stage
 
-    monkeypatch.setattr(_teardown, "stage_ports", ports_including_the_bystanders)
+    fh.wrap_stage(monkeypatch, Stage.PORTS, ports_including_the_bystanders)
     cleanup = ChromeUltraAggressiveCleanup(graceful=False, **session_kwargs)
     with cleanup:
         snap = fh.snapshot(cleanup)

@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from embassy_cleanup import ChromeUltraAggressiveCleanup, Stage, _teardown
+from embassy_cleanup import ChromeUltraAggressiveCleanup, Outcome, Stage
 from tests import _helpers as h
 from tests.faults import _fault_helpers as fh
 
@@ -33,8 +33,8 @@ def test_late_helper_recreating_the_profile_should_be_killed_by_a_second_pass(
             snap = fh.snapshot(cleanup)
             root = snap.root
             helper = fh.start_late_helper(cleanup.session_id, root)
-            fh.hide_from_discovery(monkeypatch, helper.pid, until="stage_verify", starts=True)
-            fh.replace_first_calls(monkeypatch, _teardown, "stage_os_kill", fh.noop_stage)
+            fh.hide_from_discovery(monkeypatch, helper.pid, until=Stage.VERIFY, starts=True)
+            fh.replace_stage(monkeypatch, Stage.OS_KILL, fh.noop_stage)
         report = cleanup.report
         assert report.passes >= 2, str(report)
         verifies = fh.stages_of(report, Stage.VERIFY)
@@ -43,7 +43,7 @@ def test_late_helper_recreating_the_profile_should_be_killed_by_a_second_pass(
         assert f"pid={helper.pid}" in first_found, str(report)
         tree_kills = fh.stages_of(report, Stage.KILL_TREE)
         assert fh.outcomes(tree_kills[:1]).get(helper.pid) is None, "the first pass was meant to miss it"
-        assert fh.outcomes(tree_kills[1:]).get(helper.pid) == "killed", str(report)
+        assert fh.outcomes(tree_kills[1:]).get(helper.pid) == Outcome.KILLED, str(report)
         assert root in report.removed, str(report)
         assert report.ok, str(report)
         assert helper.wait(timeout=5) is not None

@@ -9,8 +9,10 @@ import signal
 
 import pytest
 
-from embassy_cleanup import ChromeUltraAggressiveCleanup, Stage, _session, _teardown
+from embassy_cleanup import ChromeUltraAggressiveCleanup, Stage, _lifecycle
+from embassy_cleanup._lifecycle import live_sessions
 from embassy_cleanup._ownership import ProcessTracker
+from tests import _helpers as h
 from tests.faults import _fault_helpers as fh
 
 pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("bystander")]
@@ -27,7 +29,7 @@ def sigusr1():
 def test_close_after_the_with_block_should_return_the_same_report_and_kill_nothing(
     session_kwargs, bystander, monkeypatch
 ):
-    teardowns = fh.count_calls(monkeypatch, _session, "run_teardown")
+    teardowns = fh.count_calls(monkeypatch, _lifecycle, "run_teardown")
     kills = fh.count_calls(monkeypatch, ProcessTracker, "kill_tree")
     cleanup = ChromeUltraAggressiveCleanup(**session_kwargs)
     with cleanup:
@@ -44,7 +46,7 @@ def test_close_after_the_with_block_should_return_the_same_report_and_kill_nothi
 
 
 def test_start_then_close_twice_should_tear_down_once(session_kwargs, bystander, monkeypatch):
-    teardowns = fh.count_calls(monkeypatch, _session, "run_teardown")
+    teardowns = fh.count_calls(monkeypatch, _lifecycle, "run_teardown")
     cleanup = ChromeUltraAggressiveCleanup(**session_kwargs)
     cleanup.start()
     snap = fh.snapshot(cleanup)
@@ -57,7 +59,7 @@ def test_start_then_close_twice_should_tear_down_once(session_kwargs, bystander,
 
 
 def test_close_from_a_signal_handler_should_tear_down_once(session_kwargs, bystander, monkeypatch, sigusr1):
-    teardowns = fh.count_calls(monkeypatch, _session, "run_teardown")
+    teardowns = fh.count_calls(monkeypatch, _lifecycle, "run_teardown")
     cleanup = ChromeUltraAggressiveCleanup(**session_kwargs)
     from_handler = []
     sigusr1(lambda signum, frame: from_handler.append(cleanup.close()))
@@ -75,11 +77,11 @@ def test_close_from_a_signal_handler_should_tear_down_once(session_kwargs, bysta
 def test_close_from_a_signal_handler_during_teardown_should_return_at_once(
     session_kwargs, bystander, monkeypatch, sigusr1
 ):
-    teardowns = fh.count_calls(monkeypatch, _session, "run_teardown")
+    teardowns = fh.count_calls(monkeypatch, _lifecycle, "run_teardown")
     cleanup = ChromeUltraAggressiveCleanup(**session_kwargs)
     from_handler = []
     sigusr1(lambda signum, frame: from_handler.append(cleanup.close()))
-    monkeypatch.setattr(_teardown, "stage_ports", _interrupt_with_sigusr1(_teardown.stage_ports))
+    fh.wrap_stage(monkeypatch, Stage.PORTS, _interrupt_with_sigusr1)
     with cleanup:
         snap = fh.snapshot(cleanup)
     assert len(from_handler) == 1, "the handler did not run during teardown"
@@ -99,7 +101,7 @@ def test_close_re_entered_during_teardown_should_not_report_ok(
     cleanup = ChromeUltraAggressiveCleanup(**session_kwargs)
     from_handler = []
     sigusr1(lambda signum, frame: from_handler.append(cleanup.close()))
-    monkeypatch.setattr(_teardown, "stage_ports", _interrupt_with_sigusr1(_teardown.stage_ports))
+    fh.wrap_stage(monkeypatch, Stage.PORTS, _interrupt_with_sigusr1)
     with cleanup:
         snap = fh.snapshot(cleanup)
     fh.assert_session_gone(snap)
@@ -116,16 +118,32 @@ def _interrupt_with_sigusr1(stage):
     return interrupted
 
 
-def test_garbage_collected_session_should_warn_and_still_tear_down(session_kwargs, bystander):
+def test_garbage_collected_session_should_warn_and_hand_its_teardown_to_the_watchdog(
+    session_kwargs, bystander
+):
+    """The finalizer runs inside garbage collection, wherever the last reference
+    went: it warns, then hands the session to the watchdog, which tears it down
+    from its record; the finalizer itself does not block on the teardown."""
     cleanup = ChromeUltraAggressiveCleanup(**session_kwargs)
     driver = cleanup.start()
     snap = fh.snapshot(cleanup)
     session_id = cleanup.session_id
-    state = cleanup._state  # the finalizer's state, not the session: holding it keeps nothing alive
     del driver
-    with pytest.warns(ResourceWarning, match=f"session {session_id} was not closed"):
+    with pytest.warns(ResourceWarning, match=f"session {session_id} was not closed") as caught:
         del cleanup
         gc.collect()
-    assert state.report is not None, "the finalizer did not tear down"
-    assert state.report.ok, str(state.report)
+    assert caught[0].filename == __file__, "the warning must point at the line that dropped the session"
+    assert session_id not in {lc.session_id for lc in live_sessions()}
+    assert h.wait_until(lambda: not any(fh.is_alive(p) for p in snap.procs.values()), timeout=10)
+    assert h.wait_until(lambda: not os.path.lexists(snap.root), timeout=5)
+    fh.assert_session_gone(snap)
+
+
+def test_garbage_collected_session_without_a_watchdog_is_torn_down_in_place(session_kwargs):
+    cleanup = ChromeUltraAggressiveCleanup(watchdog=False, **session_kwargs)
+    cleanup.start()
+    snap = fh.snapshot(cleanup)
+    with pytest.warns(ResourceWarning, match="was not closed"):
+        del cleanup
+        gc.collect()
     fh.assert_session_gone(snap)

@@ -19,7 +19,7 @@ import shutil
 
 import pytest
 
-from embassy_cleanup import ChromeUltraAggressiveCleanup, Stage, _teardown
+from embassy_cleanup import ChromeUltraAggressiveCleanup, Outcome, Stage, _teardown
 from tests import _helpers as h
 from tests.faults import _fault_helpers as fh
 
@@ -37,9 +37,9 @@ def test_fast_teardown_should_remove_again_a_dir_recreated_after_the_early_remov
             snap = fh.snapshot(cleanup)
             root = snap.root
             helper = fh.start_late_helper(cleanup.session_id, root)
-            fh.hide_from_discovery(monkeypatch, helper.pid, until="stage_kill_tree", starts=False)
+            fh.hide_from_discovery(monkeypatch, helper.pid, until=Stage.KILL_TREE, starts=False)
             # os-kill is the backstop that would otherwise find it in the first pass
-            fh.replace_first_calls(monkeypatch, _teardown, "stage_os_kill", fh.noop_stage)
+            fh.replace_stage(monkeypatch, Stage.OS_KILL, fh.noop_stage)
         report = cleanup.report
         profiles = fh.stages_of(report, Stage.PROFILE)
         early = {
@@ -50,7 +50,8 @@ def test_fast_teardown_should_remove_again_a_dir_recreated_after_the_early_remov
         verifies = fh.stages_of(report, Stage.VERIFY)
         first = " | ".join(verifies[0].notes)
         assert f"dir {root}" in first and f"pid={helper.pid}" in first, str(report)
-        assert fh.outcomes(fh.stages_of(report, Stage.KILL_TREE)[1:]).get(helper.pid) == "killed", str(report)
+        later_kills = fh.outcomes(fh.stages_of(report, Stage.KILL_TREE)[1:])
+        assert later_kills.get(helper.pid) == Outcome.KILLED, str(report)
         assert report.passes >= 2 and report.ok, str(report)
         assert helper.wait(timeout=5) is not None
         assert not h.wait_until(lambda: os.path.lexists(root), timeout=0.5), "the dir came back"
@@ -65,7 +66,7 @@ def _fail_once(path, attempts=5):
 
 
 def test_fast_teardown_should_retry_the_removal_when_the_early_removal_failed(session_kwargs, monkeypatch):
-    calls = fh.replace_first_calls(monkeypatch, _teardown, "_remove_tree", _fail_once)
+    calls = fh.replace_first_calls(monkeypatch, _teardown, "remove_tree", _fail_once)
     cleanup = ChromeUltraAggressiveCleanup(graceful=False, **session_kwargs)
     with cleanup:
         snap = fh.snapshot(cleanup)
@@ -79,8 +80,9 @@ def test_fast_teardown_should_retry_the_removal_when_the_early_removal_failed(se
 
 
 def test_fast_teardown_should_report_a_dir_that_neither_removal_could_remove(session_kwargs, monkeypatch):
-    calls = fh.replace_first_calls(monkeypatch, _teardown, "_remove_tree", _fail_once, times=10)
+    calls = fh.replace_first_calls(monkeypatch, _teardown, "remove_tree", _fail_once, times=10)
     cleanup = ChromeUltraAggressiveCleanup(graceful=False, **session_kwargs)
+    snap = None
     try:
         with cleanup:
             snap = fh.snapshot(cleanup)
@@ -91,8 +93,8 @@ def test_fast_teardown_should_report_a_dir_that_neither_removal_could_remove(ses
         assert any("injected by the test" in e for e in report.errors), str(report)
         assert not [pid for pid, p in snap.procs.items() if fh.is_alive(p)]
     finally:
-        if cleanup.root:
-            shutil.rmtree(cleanup.root, ignore_errors=True)
+        if snap is not None:  # the dir the teardown was made to leave (root is None once torn down)
+            shutil.rmtree(snap.root, ignore_errors=True)
 
 
 def test_early_pgrep_should_find_a_chrome_process_the_tree_kill_missed(session_kwargs, monkeypatch):
@@ -106,19 +108,19 @@ def test_early_pgrep_should_find_a_chrome_process_the_tree_kill_missed(session_k
         missed = outside[0]
         # stopped, it cannot exit by itself when the browser dies (SIGKILL still works)
         fh.suspend([snap.procs[missed]])
-        fh.hide_from_discovery(monkeypatch, missed, until="stage_kill_tree", starts=False)
+        fh.hide_from_discovery(monkeypatch, missed, until=Stage.KILL_TREE, starts=False)
         # nothing after the tree-kill may take it before the os-kill stage does
-        fh.replace_first_calls(monkeypatch, _teardown, "stage_ports", fh.noop_stage)
+        fh.replace_stage(monkeypatch, Stage.PORTS, fh.noop_stage)
     report = cleanup.report
     first_kill = fh.outcomes(fh.stages_of(report, Stage.KILL_TREE)[:1])
     assert missed not in first_kill, str(report)
     os_kill = fh.stages_of(report, Stage.OS_KILL)[0]
     assert "pgrep ran early, during the tree-kill" in os_kill.notes, str(report)
     actions = {a.pid: a for a in os_kill.killed}
-    assert actions.get(missed) is not None and actions[missed].outcome == "killed", str(report)
+    assert actions.get(missed) is not None and actions[missed].outcome == Outcome.KILLED, str(report)
     assert {a.via for a in actions.values()} == {"os-tool"}, str(report)
     # what the tree-kill had already killed is not counted again
-    assert not set(actions) & {pid for pid, out in first_kill.items() if out == "killed"}, str(report)
+    assert not set(actions) & {pid for pid, out in first_kill.items() if out == Outcome.KILLED}, str(report)
     assert report.ok, str(report)
     fh.assert_session_gone(snap)
 
@@ -136,15 +138,15 @@ def test_tree_kill_should_end_a_member_of_chromedrivers_group_that_discovery_mis
         missed = snap.main_browser
         assert os.getpgid(missed) == os.getpgid(snap.chromedriver)
         fh.suspend([snap.procs[missed]])
-        fh.hide_from_discovery(monkeypatch, missed, until="stage_kill_tree", starts=False)
-        for stage in ("stage_ports", "stage_os_kill"):
-            fh.replace_first_calls(monkeypatch, _teardown, stage, fh.noop_stage)
+        fh.hide_from_discovery(monkeypatch, missed, until=Stage.KILL_TREE, starts=False)
+        for stage in (Stage.PORTS, Stage.OS_KILL):
+            fh.replace_stage(monkeypatch, stage, fh.noop_stage)
     report = cleanup.report
     first = {a.pid: a for a in fh.stages_of(report, Stage.KILL_TREE)[0].killed}
     # killed by the group kill; if it was still exiting when the stage looked
     # at the group again, it was waited for as a member of the group
     if missed in first:
-        assert (first[missed].outcome, first[missed].via) == ("killed", "group"), str(report)
+        assert (first[missed].outcome, first[missed].via) == (Outcome.KILLED, "group"), str(report)
     assert not fh.is_alive(snap.procs[missed]), "the group kill missed it"
     assert report.passes == 1 and report.ok, str(report)
     fh.assert_session_gone(snap)

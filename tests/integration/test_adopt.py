@@ -21,7 +21,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from embassy_cleanup import AdoptedSession, ConfigError, Stage, adopt
+from embassy_cleanup import AdoptedSession, ConfigError, Outcome, Stage, adopt
 from embassy_cleanup._adopt import CRASHPAD_UNTRACKED, NO_ENV_MARKER
 from tests import _helpers as h
 
@@ -139,7 +139,7 @@ def test_adopt_without_grace_should_list_every_process_it_killed(plain_dir):
 
     assert report.ok, str(report)
     assert report.stage(Stage.QUIT).skipped_reason == "graceful=False"
-    killed = {a.pid: a for a in report.killed if a.outcome == "killed"}
+    killed = {a.pid: a for a in report.killed if a.outcome == Outcome.KILLED}
     assert driver.service.process.pid in killed and browser.pid in killed, str(report)
     assert killed[driver.service.process.pid].via == "service"
     assert killed[browser.pid].via == "capabilities"
@@ -255,7 +255,7 @@ def test_adopt_should_find_the_browser_after_chromedriver_was_killed(plain_dir):
 
     assert report.ok, str(report)
     signalled = {a.pid: a.outcome for a in report.killed}
-    assert signalled.get(browser.pid) in ("killed", "terminated"), str(report)
+    assert signalled.get(browser.pid) in (Outcome.KILLED, Outcome.TERMINATED), str(report)
     assert alive(procs) == []
     h.assert_gone((), [session.found.profile_dir], session.found.ports)
 
@@ -310,9 +310,26 @@ def test_adopt_of_a_remote_driver_should_raise_a_clear_error_and_touch_nothing(p
 
 
 def test_an_adopted_session_never_closed_should_warn_and_still_be_torn_down(plain_dir):
+    """The finalizer warns, then hands the driver to the watchdog (it guards
+    adopted drivers by default), which tears it down from its record."""
     driver = plain_chrome(plain_dir)
     procs = tree_of(driver)
     session = adopt(driver, graceful=False)
+    profile = session.found.profile_dir
+
+    with pytest.warns(ResourceWarning, match=r"adopted driver adopted-\w+ was not closed; tearing it down"):
+        del session
+        gc.collect()
+
+    assert h.wait_until(lambda: alive(procs) == [], timeout=10), alive(procs)
+    assert h.wait_until(lambda: not os.path.lexists(profile), timeout=5)
+    h.assert_gone((), [profile])
+
+
+def test_an_adopted_session_without_a_watchdog_never_closed_is_torn_down_in_place(plain_dir):
+    driver = plain_chrome(plain_dir)
+    procs = tree_of(driver)
+    session = adopt(driver, graceful=False, watchdog=False)
     profile = session.found.profile_dir
 
     with pytest.warns(ResourceWarning, match=r"adopted driver adopted-\w+ was not closed; tearing it down"):

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import sys
+from typing import Iterable
 
 import psutil
 import pytest
@@ -23,9 +24,11 @@ from embassy_cleanup import (
     ConfigError,
     DriverNotFoundError,
     LaunchError,
+    Outcome,
     Stage,
     _launcher,
 )
+from embassy_cleanup._ownership import OwnedProcess, ProcessTracker
 from tests import _helpers as h
 from tests.faults import _fault_helpers as fh
 
@@ -111,7 +114,7 @@ def test_headless_shell_preset_should_render_the_bench_pages_and_leave_nothing(s
     # chromedriver only attached: its quit() leaves the shell running, the kill stages end it
     killed = fh.outcomes(fh.stages_of(report, Stage.KILL_TREE))
     shell_pid = min(snap.browser)  # the first browser process: the one the session started
-    assert killed.get(shell_pid) in ("terminated", "killed"), str(report)
+    assert killed.get(shell_pid) in (Outcome.TERMINATED, Outcome.KILLED), str(report)
     fh.assert_session_gone(snap)
 
 
@@ -221,12 +224,13 @@ def test_headless_shell_on_path_should_be_skipped_when_it_is_a_wrapper_script(tm
 
 
 @needs_shell
-def test_helpers_orphaned_by_a_dead_shell_should_be_found_by_its_process_group(session_kwargs):
+def test_helpers_orphaned_by_a_dead_shell_should_be_found_by_its_process_group(session_kwargs, monkeypatch):
     # The shell and its zygotes die mid-session; the remaining helpers are
-    # stopped (so they cannot exit by themselves) and forgotten by the record
-    # (as if spawned after the last scan).  They carry no marker: only the
-    # shell's process group, pinned while the shell is our unreaped child,
-    # still says they are the session's.
+    # stopped (so they cannot exit by themselves) and never recorded (as if
+    # spawned after the last scan).  They carry no marker: only the shell's
+    # process group, pinned while the shell is our unreaped child, still says
+    # they are the session's.
+    never_recorded = _record_no_helpers(monkeypatch)
     cleanup = ChromeUltraAggressiveCleanup(preset="headless-shell", **session_kwargs)
     with cleanup as driver:
         driver.get("data:text/html,<title>orphans</title>")
@@ -242,16 +246,40 @@ def test_helpers_orphaned_by_a_dead_shell_should_be_found_by_its_process_group(s
         for pid in parents:
             snap.procs[pid].kill()
         assert h.wait_until(lambda: not [p for p in parents if fh.is_alive(snap.procs[p])], timeout=10)
-        tracker = cleanup._state.target.tracker
-        with tracker._lock:
-            for pid in orphans:
-                tracker.recorded.pop(pid, None)
+        assert set(orphans) <= never_recorded, (orphans, never_recorded)
+        assert not set(orphans) & set(cleanup.pids), "the record lists a helper"
     report = cleanup.report
     assert report.ok, str(report)
     actions = {a.pid: a for s in fh.stages_of(report, Stage.KILL_TREE) for a in s.killed}
     assert {actions[pid].via for pid in orphans if pid in actions} == {"group"}, str(report)
     assert set(orphans) <= set(actions), str(report)
     fh.assert_session_gone(snap)
+
+
+def _record_no_helpers(monkeypatch) -> set[int]:
+    """Make every tracker leave out of its record the shell's helpers (a
+    ``--type=`` other than the zygote's); returns the pids left out."""
+    left_out: set[int] = set()
+    record = ProcessTracker.record
+
+    def is_helper(pid: int) -> bool:
+        try:
+            args = psutil.Process(pid).cmdline()
+        except psutil.Error:
+            return False
+        return any(a.startswith("--type=") for a in args) and "--type=zygote" not in args
+
+    def record_no_helpers(self: ProcessTracker, procs: Iterable[OwnedProcess]) -> None:
+        keep = []
+        for p in procs:
+            if is_helper(p.pid):
+                left_out.add(p.pid)
+            else:
+                keep.append(p)
+        record(self, keep)
+
+    monkeypatch.setattr(ProcessTracker, "record", record_no_helpers)
+    return left_out
 
 
 def _is_zygote(snap: fh.Snapshot, pid: int) -> bool:

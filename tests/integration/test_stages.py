@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from embassy_cleanup import ChromeUltraAggressiveCleanup, CleanupIncomplete, Stage, _teardown
+from embassy_cleanup import ChromeUltraAggressiveCleanup, CleanupIncomplete, Outcome, Stage, _teardown
 from tests import _helpers as h
 from tests.faults import _fault_helpers as fh
 
@@ -32,7 +32,7 @@ def test_quit_stage_should_end_a_graceful_session_through_driver_quit(session_kw
     assert any(n.startswith("driver.quit() returned") for n in quit_stage.notes), str(report)
     # quit() ended chromedriver and the browser itself: the kill stages had
     # nothing of them left to signal
-    signalled = {a.pid for a in report.killed if a.outcome in ("terminated", "killed")}
+    signalled = {a.pid for a in report.killed if a.outcome in (Outcome.TERMINATED, Outcome.KILLED)}
     assert snap.chromedriver not in signalled, str(report)
     assert snap.main_browser not in signalled, str(report)
     assert report.ok, str(report)
@@ -47,11 +47,11 @@ def test_tree_kill_stage_should_kill_chromedriver_and_every_browser_process(sess
     report = cleanup.report
     assert report.stage(Stage.QUIT).skipped_reason == "graceful=False"
     killed = fh.outcomes(fh.stages_of(report, Stage.KILL_TREE)[:1])
-    assert killed.get(snap.chromedriver) == "killed", str(report)
-    assert killed.get(snap.main_browser) == "killed", str(report)
+    assert killed.get(snap.chromedriver) == Outcome.KILLED, str(report)
+    assert killed.get(snap.main_browser) == Outcome.KILLED, str(report)
     missing = [pid for pid in snap.browser if pid not in killed]
     assert not missing, f"tree-kill did not deal with {missing}:\n{report}"
-    assert all(killed[pid] in ("killed", "already exited") for pid in snap.procs), str(report)
+    assert all(killed[pid] in (Outcome.KILLED, Outcome.ALREADY_EXITED) for pid in snap.procs), str(report)
     assert report.ok, str(report)
     fh.assert_session_gone(snap)
 
@@ -73,29 +73,30 @@ def test_ports_stage_should_leave_chromedriver_and_devtools_ports_closed(session
 
 
 def test_ports_stage_should_kill_the_session_listeners_the_tree_kill_missed(session_kwargs, monkeypatch):
-    fh.replace_first_calls(monkeypatch, _teardown, "stage_kill_tree", fh.noop_stage)
+    fh.replace_stage(monkeypatch, Stage.KILL_TREE, fh.noop_stage)
     cleanup = ChromeUltraAggressiveCleanup(graceful=False, **session_kwargs)
     with cleanup:
         snap = fh.snapshot(cleanup)
     report = cleanup.report
     ports_killed = fh.outcomes(fh.stages_of(report, Stage.PORTS)[:1])
     # chromedriver holds its service port, the main browser the DevTools port
-    assert ports_killed.get(snap.chromedriver) == "killed", str(report)
-    assert ports_killed.get(snap.main_browser) == "killed", str(report)
+    assert ports_killed.get(snap.chromedriver) == Outcome.KILLED, str(report)
+    assert ports_killed.get(snap.main_browser) == Outcome.KILLED, str(report)
     assert report.ok, str(report)
     fh.assert_session_gone(snap)
 
 
 def test_ports_stage_should_leave_alone_a_listener_that_is_not_ours(session_kwargs, monkeypatch):
     squatters = []
-    original = _teardown.stage_kill_tree
+    def kill_tree_then_squat(original):
+        def stage(t, run):
+            original(t, run)
+            if not squatters:  # someone else binds chromedriver's old port
+                squatters.append(fh.start_listener(driver_port))
 
-    def kill_tree_then_squat(target, clock, run, *args):
-        original(target, clock, run, *args)
-        if not squatters:  # someone else binds chromedriver's old port
-            squatters.append(fh.start_listener(driver_port))
+        return stage
 
-    monkeypatch.setattr(_teardown, "stage_kill_tree", kill_tree_then_squat)
+    fh.wrap_stage(monkeypatch, Stage.KILL_TREE, kill_tree_then_squat)
     cleanup = ChromeUltraAggressiveCleanup(graceful=False, **session_kwargs)
     try:
         with cleanup as driver:
@@ -123,8 +124,8 @@ def test_os_kill_stage_should_kill_every_chrome_process_the_earlier_stages_misse
     # tree-kill and ports miss everything on the first pass: what is left to
     # os-kill is every Chrome process (chromedriver carries no command-line
     # marker, so the second pass's tree-kill takes it)
-    fh.replace_first_calls(monkeypatch, _teardown, "stage_kill_tree", fh.noop_stage)
-    fh.replace_first_calls(monkeypatch, _teardown, "stage_ports", fh.noop_stage)
+    fh.replace_stage(monkeypatch, Stage.KILL_TREE, fh.noop_stage)
+    fh.replace_stage(monkeypatch, Stage.PORTS, fh.noop_stage)
     cleanup = ChromeUltraAggressiveCleanup(graceful=False, **session_kwargs)
     with cleanup:
         snap = fh.snapshot(cleanup, settle=True)
@@ -134,7 +135,7 @@ def test_os_kill_stage_should_kill_every_chrome_process_the_earlier_stages_misse
     missing = [pid for pid in snap.browser if pid not in actions]
     assert not missing, f"os-kill missed {missing}:\n{report}"
     assert {a.via for a in actions.values()} == {"os-tool"}, str(report)
-    assert actions[snap.main_browser].outcome == "killed", str(report)
+    assert actions[snap.main_browser].outcome == Outcome.KILLED, str(report)
     assert snap.chromedriver not in actions, "os-kill matched chromedriver, which has no marker argv"
     assert report.ok, str(report)
     fh.assert_session_gone(snap)
@@ -189,8 +190,9 @@ def _refuse_to_remove(path, attempts=5):
 
 
 def test_verify_stage_should_report_a_dir_that_could_not_be_removed(session_kwargs, monkeypatch):
-    monkeypatch.setattr(_teardown, "_remove_tree", _refuse_to_remove)
+    monkeypatch.setattr(_teardown, "remove_tree", _refuse_to_remove)
     cleanup = ChromeUltraAggressiveCleanup(**session_kwargs)
+    snap = None
     try:
         with cleanup:
             snap = fh.snapshot(cleanup)
@@ -204,13 +206,14 @@ def test_verify_stage_should_report_a_dir_that_could_not_be_removed(session_kwar
         assert not [pid for pid, p in snap.procs.items() if fh.is_alive(p)]
         h.assert_gone((), (), snap.ports)
     finally:
-        if cleanup.root:
-            shutil.rmtree(cleanup.root, ignore_errors=True)
+        if snap is not None:  # the dir the teardown was made to leave (root is None once torn down)
+            shutil.rmtree(snap.root, ignore_errors=True)
 
 
 def test_raise_on_leak_should_raise_cleanup_incomplete_carrying_the_report(session_kwargs, monkeypatch):
-    monkeypatch.setattr(_teardown, "_remove_tree", _refuse_to_remove)
+    monkeypatch.setattr(_teardown, "remove_tree", _refuse_to_remove)
     cleanup = ChromeUltraAggressiveCleanup(raise_on_leak=True, **session_kwargs)
+    snap = None
     try:
         with pytest.raises(CleanupIncomplete) as info:
             with cleanup:
@@ -220,5 +223,5 @@ def test_raise_on_leak_should_raise_cleanup_incomplete_carrying_the_report(sessi
         assert [lo.kind for lo in err.report.leftovers] == ["dir"]
         assert snap.root in str(err)
     finally:
-        if cleanup.root:
-            shutil.rmtree(cleanup.root, ignore_errors=True)
+        if snap is not None:  # the dir the teardown was made to leave (root is None once torn down)
+            shutil.rmtree(snap.root, ignore_errors=True)

@@ -25,6 +25,7 @@ from embassy_cleanup import (
     PoolClosedError,
     PoolFullError,
     PoolTimeoutError,
+    _pool,
 )
 from tests import _helpers as h
 
@@ -35,21 +36,20 @@ def page(text: str) -> str:
     return f"data:text/html,<title>{text}</title><p>{text}</p>"
 
 
-def entry_of(pool: ChromePool, driver):
-    """The pool's entry for ``driver`` (busy or idle)."""
-    core = pool._core
-    for entry in list(core.busy) + list(core.idle):
-        if entry.lease is not None and entry.lease.view is driver:
-            return entry
-    raise AssertionError("driver is not in the pool")
+def session_of(pool: ChromePool, driver) -> ChromeUltraAggressiveCleanup:
+    """The session behind ``driver``, checked out of ``pool``."""
+    session = pool.session_of(driver)
+    assert session is not None, "driver is not checked out of the pool"
+    return session
 
 
 def browser_of(session: ChromeUltraAggressiveCleanup) -> psutil.Process:
     """The browser's main process: chromedriver's child, found through the
-    session's own tracker."""
-    tracker = session._state.target.tracker
-    procs = tracker.discover()
-    leader = tracker.leader
+    session's own view of its processes."""
+    view = session.view()
+    procs = {p.pid for p in view.discover()}
+    leader = view.leader
+    assert leader is not None, "the session has no chromedriver"
     for child in psutil.Process(leader.pid).children():
         if child.pid in procs:
             return child
@@ -79,9 +79,9 @@ def test_a_returned_browser_is_reused_for_the_next_job_with_its_state_reset(pool
         with pool.session() as driver:
             driver.get(page("one"))
             driver.execute_script("window.open('about:blank')")
-            first = entry_of(pool, driver).session
+            first = session_of(pool, driver)
         with pool.session() as again:
-            assert entry_of(pool, again).session is first
+            assert session_of(pool, again) is first
             assert again.title == ""  # reset to about:blank
             assert len(again.window_handles) == 1
             again.get(page("two"))
@@ -129,7 +129,7 @@ def test_an_element_kept_after_the_job_cannot_touch_the_next_jobs_page(pool_kwar
 def test_a_browser_idle_past_idle_timeout_is_reaped_by_the_background_thread(session_kwargs):
     with ChromePool(max_size=1, idle_timeout=1.0, check_timeout=60, **session_kwargs) as pool:
         with pool.session() as driver:
-            session = entry_of(pool, driver).session
+            session = session_of(pool, driver)
             procs = snapshot(session)
             root = session.root
         returned = time.monotonic()
@@ -143,35 +143,44 @@ def test_a_browser_idle_past_idle_timeout_is_reaped_by_the_background_thread(ses
         s = pool.stats()
         assert (s.idle, s.in_use, s.created) == (0, 0, 1)
         with pool.session() as fresh:  # the pool starts another when needed
-            assert entry_of(pool, fresh).session is not session
+            assert session_of(pool, fresh) is not session
+
+
+#: The idle timeout of the reaper test, and how long it holds a browser past it.
+SHORT_IDLE_S = 0.5
+HOLD_S = 4 * SHORT_IDLE_S
 
 
 def test_the_reaper_does_not_take_a_browser_that_was_just_checked_out(pool_kwargs):
-    with ChromePool(max_size=1, **pool_kwargs) as pool:
-        core = pool._core
-        core.idle_timeout = 0.5
+    # The reaper wakes SHORT_IDLE_S after a browser went idle; by then it is
+    # checked out again, and stays out well past its idle timeout.
+    with ChromePool(max_size=1, **dict(pool_kwargs, idle_timeout=SHORT_IDLE_S)) as pool:
+        reaper = pool.reaper_thread()
+        assert reaper is not None and reaper.is_alive()
         with pool.session() as driver:
-            entry = entry_of(pool, driver)
-        entry.last_used -= 3600  # expired long ago ...
-        with pool.session() as driver:  # ... but checked out again first
-            assert core.reap_idle() is None
-            assert pool.stats().reaped_idle == 0
+            first = session_of(pool, driver)
+        with pool.session() as driver:  # checked out again at once: the reaper is still asleep
+            assert session_of(pool, driver) is first
+            assert not h.wait_until(lambda: pool.stats().reaped_idle > 0, timeout=HOLD_S)
             driver.get(page("still mine"))
             assert driver.title == "still mine"
-        assert core.reap_idle() is not None  # idle again, fresh last_used: not due yet
-        assert pool.stats().reaped_idle == 0
+            assert first.report is None
+        # idle again: now it is the reaper's, once its idle timeout has passed
+        assert h.wait_until(lambda: pool.stats().reaped_idle == 1, timeout=20)
+        assert h.wait_until(lambda: first.report is not None, timeout=20)
+        assert first.report.ok, first.report
 
 
 # -- capacity ------------------------------------------------------------------------------------
 def test_on_full_evict_retires_the_least_recently_used_idle_browser(pool_kwargs):
     with ChromePool(max_size=2, on_full="evict", **pool_kwargs) as pool:
         with pool.session(extra_args=["--lang=en-US"]) as a:
-            old = entry_of(pool, a).session
+            old = session_of(pool, a)
         with pool.session(extra_args=["--lang=de-DE"]) as b:
-            recent = entry_of(pool, b).session
+            recent = session_of(pool, b)
         old_procs, old_root = snapshot(old), old.root
         with pool.session(extra_args=["--lang=fr-FR"]) as c:
-            assert entry_of(pool, c).session not in (old, recent)
+            assert session_of(pool, c) not in (old, recent)
             c.get(page("third"))
             assert c.title == "third"
         assert pool.stats().evicted == 1
@@ -179,7 +188,7 @@ def test_on_full_evict_retires_the_least_recently_used_idle_browser(pool_kwargs)
         assert all_gone(old_procs, old_root)
         assert recent.report is None, "the more recently used browser must stay"
         with pool.session(extra_args=["--lang=de-DE"]) as b2:
-            assert entry_of(pool, b2).session is recent
+            assert session_of(pool, b2) is recent
 
 
 def test_on_full_reject_raises_a_clear_error_at_once(pool_kwargs):
@@ -223,7 +232,7 @@ def test_after_max_uses_jobs_the_browser_is_replaced(pool_kwargs):
         for i in range(3):
             with pool.session() as d:
                 d.get(page(f"job{i}"))
-                sessions.append(entry_of(pool, d).session)
+                sessions.append(session_of(pool, d))
                 procs = snapshot(sessions[-1])
         assert sessions[0] is sessions[1] is not sessions[2]
         assert sessions[0].report is not None and sessions[0].report.ok
@@ -236,23 +245,23 @@ def test_a_browser_over_max_memory_mb_is_recycled_after_its_job(pool_kwargs):
     with ChromePool(max_size=1, max_memory_mb=1, **pool_kwargs) as pool:
         with pool.session() as d:
             d.get(page("heavy"))
-            session = entry_of(pool, d).session
+            session = session_of(pool, d)
             assert session.memory_bytes() > 2**20
         assert pool.stats().recycled["memory"] == 1
         assert session.report is not None and session.report.ok
         with pool.session() as d2:
-            assert entry_of(pool, d2).session is not session
+            assert session_of(pool, d2) is not session
 
 
 def test_a_crashed_browser_is_replaced_transparently(pool_kwargs):
     with ChromePool(max_size=1, **pool_kwargs) as pool:
         with pool.session() as d:
-            crashed = entry_of(pool, d).session
+            crashed = session_of(pool, d)
             browser = browser_of(crashed)
         browser.kill()  # psutil checks the identity first
         assert h.wait_until(lambda: not h._running(browser), timeout=10)
         with pool.session() as d:
-            assert entry_of(pool, d).session is not crashed
+            assert session_of(pool, d) is not crashed
             d.get(page("after crash"))
             assert d.title == "after crash"
         s = pool.stats()
@@ -263,12 +272,12 @@ def test_a_crashed_browser_is_replaced_transparently(pool_kwargs):
 def test_a_frozen_browser_is_replaced_without_waiting_out_a_webdriver_timeout(pool_kwargs):
     with ChromePool(max_size=1, **pool_kwargs) as pool:
         with pool.session() as d:
-            frozen = entry_of(pool, d).session
+            frozen = session_of(pool, d)
             browser = browser_of(frozen)
         browser.suspend()
         try:
             with pool.session() as d:
-                assert entry_of(pool, d).session is not frozen
+                assert session_of(pool, d) is not frozen
                 d.get(page("thawed"))
                 assert d.title == "thawed"
         finally:
@@ -281,7 +290,7 @@ def test_a_frozen_browser_is_replaced_without_waiting_out_a_webdriver_timeout(po
 def test_a_job_that_closes_the_last_window_gets_its_browser_retired(pool_kwargs):
     with ChromePool(max_size=1, **pool_kwargs) as pool:
         with pool.session() as d:
-            gone = entry_of(pool, d).session
+            gone = session_of(pool, d)
             d.close()
         assert pool.stats().recycled["unhealthy"] == 1
         assert gone.report is not None and gone.report.ok
@@ -314,7 +323,7 @@ def test_eight_threads_hammering_a_pool_of_three(pool_kwargs):
         for t in threads:
             t.join(300)
         stats = pool.stats()
-        sessions = {e.session for e in pool._core.idle}
+        sessions = set(pool.idle_sessions())
     assert not errors, errors
     assert sorted(results) == sorted(f"t{n}j{j}" for n in range(8) for j in range(jobs_per_thread))
     assert peak[0] <= 3
@@ -345,7 +354,7 @@ def test_closing_a_pool_with_a_browser_in_use_tears_it_down_and_its_holder_gets_
     assert holding.wait(60)
     with pool.session():
         pass  # a second browser, idle at close
-    busy = next(iter(pool._core.busy)).session
+    (busy,) = pool.sessions_in_use()
     reports = pool.close()
     closed.set()
     t.join(60)
@@ -359,28 +368,26 @@ def test_closing_a_pool_with_a_browser_in_use_tears_it_down_and_its_holder_gets_
             pass
 
 
-def test_a_browser_that_finishes_starting_after_close_is_torn_down_not_leaked(pool_kwargs):
+def test_a_browser_that_finishes_starting_after_close_is_torn_down_not_leaked(pool_kwargs, monkeypatch):
     pool = ChromePool(max_size=1, **pool_kwargs)
-    core = pool._core
     made: list[ChromeUltraAggressiveCleanup] = []
     started = threading.Event()
-    real_new = core.new_session
 
-    def slow_new_session(kwargs):
-        session = real_new(kwargs)
+    def slow_new_session(**kwargs):
+        session = ChromeUltraAggressiveCleanup(**kwargs)
         made.append(session)
         real_start = session.start
 
         def start():
             driver = real_start()
             started.set()
-            h.wait_until(lambda: core.closed, timeout=30)  # close() begins while we "start"
+            h.wait_until(lambda: pool.closed, timeout=30)  # close() begins while we "start"
             return driver
 
         session.start = start
         return session
 
-    core.new_session = slow_new_session
+    monkeypatch.setattr(_pool, "ChromeUltraAggressiveCleanup", slow_new_session)  # what the pool starts
     errors: list[BaseException] = []
 
     def checkout() -> None:
@@ -405,8 +412,8 @@ def test_a_browser_that_finishes_starting_after_close_is_torn_down_not_leaked(po
 def test_a_dropped_pool_is_closed_by_its_finalizer_and_its_reaper_thread_ends(session_kwargs):
     pool = ChromePool(max_size=1, idle_timeout=60, check_timeout=60, **session_kwargs)
     with pool.session() as d:
-        session = entry_of(pool, d).session
-    reaper = pool._core.reaper
+        session = session_of(pool, d)
+    reaper = pool.reaper_thread()
     assert reaper is not None and reaper.is_alive()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -494,7 +501,7 @@ def test_a_forked_child_cannot_use_its_parents_pool(pool_kwargs):
 def test_a_job_that_quits_its_driver_gets_its_browser_retired_and_the_next_job_a_new_one(pool_kwargs):
     with ChromePool(max_size=1, **pool_kwargs) as pool:
         with pool.session() as d:
-            quitter = entry_of(pool, d).session
+            quitter = session_of(pool, d)
             procs = snapshot(quitter)
             d.quit()
         assert pool.stats().recycled["unhealthy"] == 1
@@ -505,20 +512,22 @@ def test_a_job_that_quits_its_driver_gets_its_browser_retired_and_the_next_job_a
             assert d.title == "after quit"
 
 
-def test_a_check_that_crashes_after_a_job_retires_the_browser_instead_of_keeping_it_busy(pool_kwargs):
-    with ChromePool(max_size=1, on_full="reject", **pool_kwargs) as pool:
-        core = pool._core
+def test_a_check_that_crashes_after_a_job_retires_the_browser_instead_of_keeping_it_busy(
+    pool_kwargs, monkeypatch
+):
+    # The after-job check reads the browser's memory (max_memory_mb): make that crash.
+    with ChromePool(max_size=1, on_full="reject", max_memory_mb=1e6, **pool_kwargs) as pool:
 
-        def broken(entry):
+        def broken(self):
             raise OSError("simulated: /proc unreadable")
 
-        core._why_retire = broken
+        monkeypatch.setattr(ChromeUltraAggressiveCleanup, "memory_bytes", broken)
         with pool.session() as d:
-            session = entry_of(pool, d).session
+            session = session_of(pool, d)
         assert session.report is not None and session.report.ok
         s = pool.stats()
         assert (s.in_use, s.idle, s.recycled["unhealthy"]) == (0, 0, 1)
-        del core._why_retire
+        monkeypatch.undo()
         with pool.session() as d:  # the slot is free again (on_full="reject" would raise otherwise)
             d.get(page("slot free"))
             assert d.title == "slot free"

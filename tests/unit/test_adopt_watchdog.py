@@ -6,19 +6,24 @@ from __future__ import annotations
 import json
 import os
 import threading
-from types import SimpleNamespace
 
 import pytest
 
 from embassy_cleanup import _watchdog
-from embassy_cleanup._adopt import AdoptFindings, parse_registration, watchdog_message
+from embassy_cleanup._adopt import AdoptedKind, AdoptFindings, parse_registration
+from embassy_cleanup._lifecycle import Lifecycle
 from embassy_cleanup._ownership import OwnedProcess, ProcessTracker
+from embassy_cleanup._teardown import TeardownTarget
+from embassy_cleanup._watchdog import WATCHDOG_PROTOCOL
+from embassy_cleanup._watchdog_main import REAPERS
 from tests import _helpers as h
 
 
-def fake_state(profile: str | None, remove: bool, procs=((4242, 1700000000.5, "chromedriver"),)):
+def fake_lifecycle(profile: str | None, remove: bool, procs=((4242, 1700000000.5, "chromedriver"),)):
+    """The lifecycle of an adopted driver (never registered, never torn down):
+    only its watchdog message is asked for."""
     tracker = ProcessTracker("", profile or "", born_after=1700000000.0)
-    tracker.recorded = {p[0]: OwnedProcess(p[0], p[1], p[2], "recorded") for p in procs}
+    tracker.record(OwnedProcess(p[0], p[1], p[2], "recorded") for p in procs)
     found = AdoptFindings(
         driver_pid=procs[0][0],
         browser_pid=None,
@@ -30,7 +35,8 @@ def fake_state(profile: str | None, remove: bool, procs=((4242, 1700000000.5, "c
         ports=(9515,),
         limits=(),
     )
-    return SimpleNamespace(label="adopted-abc", found=found, target=SimpleNamespace(tracker=tracker))
+    target = TeardownTarget("adopted-abc", tracker, profile if remove else None)
+    return Lifecycle("adopted-abc", AdoptedKind(target, found), budget=5.0, watchdog=True)
 
 
 def body(**changes):
@@ -49,11 +55,12 @@ def body(**changes):
 def test_the_message_names_a_removable_profile_and_parses_back(monkeypatch):
     monkeypatch.setattr(OwnedProcess, "is_running", lambda self: True)
     profile = "/tmp/org.chromium.Chromium.scoped_dir.AbC123"
-    msg = json.loads(json.dumps(watchdog_message(fake_state(profile, remove=True))))
+    msg = json.loads(json.dumps(fake_lifecycle(profile, remove=True).add_message()))
 
-    assert msg["op"] == "add" and msg["sid"] == "adopted-abc" and msg["root"] is None
-    assert msg["adopted"]["dirs"] == [profile]
-    reg = parse_registration(msg["adopted"])
+    assert msg["v"] == WATCHDOG_PROTOCOL and msg["op"] == "add" and msg["sid"] == "adopted-abc"
+    assert msg["kind"] == AdoptedKind.kind
+    assert msg["body"]["dirs"] == [profile]
+    reg = parse_registration(msg["body"])
     assert [(p.pid, p.create_time) for p in reg.procs] == [(4242, 1700000000.5)]
     assert reg.dirs == (profile,) and not reg.profile_kept
     assert reg.singleton_dir == "/tmp/org.chromium.Chromium.AbC123" and reg.ports == (9515,)
@@ -61,17 +68,17 @@ def test_the_message_names_a_removable_profile_and_parses_back(monkeypatch):
 
 def test_the_message_never_names_a_profile_the_user_keeps(monkeypatch):
     monkeypatch.setattr(OwnedProcess, "is_running", lambda self: True)
-    msg = watchdog_message(fake_state("/home/me/real-profile", remove=False))
+    msg = fake_lifecycle("/home/me/real-profile", remove=False).add_message()
 
-    assert msg["adopted"]["dirs"] == []
-    assert msg["adopted"]["profile_kept"] is True
+    assert msg["body"]["dirs"] == []
+    assert msg["body"]["profile_kept"] is True
     assert "real-profile" not in json.dumps(msg)
 
 
 def test_the_message_leaves_out_processes_that_no_longer_run(monkeypatch):
     monkeypatch.setattr(OwnedProcess, "is_running", lambda self: self.pid != 4243)
-    state = fake_state(None, False, procs=((4242, 1.5, "chromedriver"), (4243, 2.5, "chromium")))
-    assert [p[0] for p in watchdog_message(state)["adopted"]["procs"]] == [4242]
+    lc = fake_lifecycle(None, False, procs=((4242, 1.5, "chromedriver"), (4243, 2.5, "chromium")))
+    assert [p[0] for p in lc.add_message()["body"]["procs"]] == [4242]
 
 
 @pytest.mark.parametrize(
@@ -111,10 +118,11 @@ def test_the_watchdog_reaps_the_recorded_roots_and_their_descendants_and_nothing
     singleton.mkdir()
     (singleton / "SingletonCookie").write_text("1")
     message = {
+        "v": WATCHDOG_PROTOCOL,
         "op": "add",
         "sid": "adopted-unit",
-        "root": None,
-        "adopted": body(
+        "kind": AdoptedKind.kind,
+        "body": body(
             procs=[[tree.root, tree.create_time(tree.root), "python"]],
             dirs=[str(profile)],
             singleton_dir=str(singleton),
@@ -126,7 +134,7 @@ def test_the_watchdog_reaps_the_recorded_roots_and_their_descendants_and_nothing
     me = os.getpid()
     from psutil import Process
 
-    done = threading.Thread(target=_watchdog.serve, args=(me, Process(me).create_time(), rfd))
+    done = threading.Thread(target=_watchdog.serve, args=(me, Process(me).create_time(), REAPERS, rfd))
     done.start()
     os.write(wfd, (json.dumps(message) + "\n").encode())
     os.close(wfd)  # the owner "dies": EOF
@@ -140,4 +148,4 @@ def test_the_watchdog_reaps_the_recorded_roots_and_their_descendants_and_nothing
     assert orphans <= set(tree.running()), "the watchdog killed processes it was never told about"
     assert not profile.exists() and not singleton.exists()
     err = capsys.readouterr().err
-    assert "watchdog: session adopted-unit: ok" in err, err
+    assert "session adopted-unit: ok" in err, err  # the watchdog's line for this session

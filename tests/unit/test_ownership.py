@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from embassy_cleanup import ChromeUltraAggressiveCleanup, _platform
+from embassy_cleanup import ChromeUltraAggressiveCleanup, Outcome, _platform
 from embassy_cleanup._ownership import (
     ENV_MARKER,
     Listener,
@@ -50,7 +50,7 @@ def vias(found: dict[int, OwnedProcess], tree) -> dict[str, str]:
     return {tree.kinds.get(pid, f"stranger {pid}"): p.via for pid, p in found.items()}
 
 
-def outcomes(actions, tree) -> dict[str, str]:
+def outcomes(actions, tree) -> dict[str, Outcome]:
     return {tree.kinds[a.pid]: a.outcome for a in actions}
 
 
@@ -92,7 +92,7 @@ def test_discover_should_find_every_process_of_the_tree_by_its_documented_key(pr
         assert owned.pid == pid
         assert abs(owned.create_time - tree.create_time(pid)) < 0.01
         assert owned.is_running()
-    assert set(tracker.recorded) == tree.pids
+    assert {p.pid for p in tracker.processes()} == tree.pids
 
 
 def test_discover_should_keep_finding_recorded_processes_after_the_leader_died(process_tree):
@@ -200,8 +200,8 @@ def test_kill_tree_should_escalate_to_sigkill_for_a_process_that_ignores_sigterm
 
     actions, survivors = tracker.kill_tree(procs, grace_timeout=2.0, kill_timeout=5.0)
 
-    expected = {kind: "terminated" for kind in EXPECTED_VIA}
-    expected["term_ignorer"] = "killed"
+    expected = {kind: Outcome.TERMINATED for kind in EXPECTED_VIA}
+    expected["term_ignorer"] = Outcome.KILLED
     assert outcomes(actions, tree) == expected
     assert survivors == []
     assert {a.via for a in actions} == set(EXPECTED_VIA.values())
@@ -221,7 +221,7 @@ def test_kill_tree_should_send_sigkill_at_once_when_grace_timeout_is_zero(proces
 
     actions, survivors = tracker.kill_tree(procs, grace_timeout=0, kill_timeout=5.0)
 
-    assert outcomes(actions, tree) == {kind: "killed" for kind in EXPECTED_VIA}
+    assert outcomes(actions, tree) == {kind: Outcome.KILLED for kind in EXPECTED_VIA}
     assert survivors == []
     assert sorted((p, f) for p, f, _r in signal_calls) == sorted((pid, True) for pid in tree.pids)
     assert tree.running() == []
@@ -243,7 +243,10 @@ def test_kill_tree_should_count_a_process_that_is_already_gone_as_already_exited
 
     actions, survivors = tracker.kill_tree([found[victim], gone_owned], grace_timeout=1.0, kill_timeout=5.0)
 
-    assert [(a.pid, a.outcome) for a in actions] == [(victim, "already exited"), (gone.pid, "already exited")]
+    assert [(a.pid, a.outcome) for a in actions] == [
+        (victim, Outcome.ALREADY_EXITED),
+        (gone.pid, Outcome.ALREADY_EXITED),
+    ]
     assert survivors == []
     assert signal_calls == []
 
@@ -261,7 +264,7 @@ def test_kill_tree_should_skip_pid_reused_by_stranger(spawn, signal_calls):
     assert _platform.signal_process(ghost.pid, ghost.create_time, force=False) is SignalResult.REUSED
     actions, survivors = tracker.kill_tree([ghost], grace_timeout=0, kill_timeout=1.0)
 
-    assert [a.outcome for a in actions] in (["already exited"], ["pid reused"])
+    assert [a.outcome for a in actions] in ([Outcome.ALREADY_EXITED], [Outcome.PID_REUSED])
     assert survivors == []
     assert [r for _p, _f, r in signal_calls if r is SignalResult.SENT] == []
     assert not h.wait_until(lambda: stranger.poll() is not None, timeout=0.3)
@@ -280,7 +283,7 @@ def test_kill_tree_should_sigkill_a_stopped_process_without_sigterm_first(proces
         [found[stopped], found[other]], grace_timeout=5.0, kill_timeout=5.0
     )
 
-    assert outcomes(actions, tree) == {"group": "killed", "descendant": "terminated"}
+    assert outcomes(actions, tree) == {"group": Outcome.KILLED, "descendant": Outcome.TERMINATED}
     assert survivors == []
     # A SIGTERM to a stopped process only queues; it must not be sent, nor waited for.
     assert [(f, r) for p, f, r in signal_calls if p == stopped] == [(True, SignalResult.SENT)]

@@ -17,16 +17,23 @@ import psutil
 import pytest
 
 from embassy_cleanup import Stage
+from embassy_cleanup._lifecycle import Lifecycle
+from embassy_cleanup._options import check_remote_options
 from embassy_cleanup._ownership import ProcessTracker
 from embassy_cleanup._remote import (
+    REMOTE_PLAN,
     REMOTE_SKIP,
+    RemoteKind,
     RemoteTarget,
-    check_remote_options,
     delete_session,
     listed_sessions,
-    run_remote_teardown,
 )
-from embassy_cleanup._watchdog import serve
+from embassy_cleanup._teardown import run_teardown
+from embassy_cleanup._watchdog import WATCHDOG_PROTOCOL, serve
+from embassy_cleanup._watchdog_main import REAPERS
+
+#: Generous: the hanging quit would take 30 s; under load a thread may start late.
+SLACK_S = 5.0
 
 
 class FakeGrid:
@@ -92,6 +99,13 @@ def target(url: str, rsid: str | None, driver=None, graceful: bool = True) -> Re
     )
 
 
+def add_message(url: str, rsid: str) -> dict:
+    """The watchdog message the lifecycle sends for a remote session."""
+    kind = RemoteKind("abcdefabcdef", None)  # type: ignore[arg-type] - options are not read here
+    kind.target = target(url, rsid)
+    return Lifecycle("abcdefabcdef", kind, budget=5.0, watchdog=True).add_message()
+
+
 class HangingDriver:
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -128,11 +142,11 @@ def test_a_hanging_quit_should_be_bounded_then_the_session_deleted_and_verified(
     driver = HangingDriver()
     try:
         t0 = time.monotonic()
-        report = run_remote_teardown(target(fake_grid.url, "r1", driver), budget=2.0)
+        report = run_teardown(target(fake_grid.url, "r1", driver), 2.0, REMOTE_PLAN)
         took = time.monotonic() - t0
     finally:
         driver.release.set()
-    assert took < 2.0 + 0.5
+    assert took < 2.0 + SLACK_S
     assert report.ok, str(report)
     assert fake_grid.deleted == ["r1"]
     quit_stage = report.stage(Stage.QUIT)
@@ -145,8 +159,8 @@ def test_a_grid_that_went_away_should_leave_an_unverified_leftover_within_the_bu
     url = fake_grid.url
     fake_grid.close()
     t0 = time.monotonic()
-    report = run_remote_teardown(target(url, "r1", graceful=False), budget=1.5)
-    assert time.monotonic() - t0 < 1.5 + 0.5
+    report = run_teardown(target(url, "r1", graceful=False), 1.5, REMOTE_PLAN)
+    assert time.monotonic() - t0 < 1.5 + SLACK_S
     assert [lo.kind for lo in report.leftovers] == ["unverified"], str(report)
     assert "ConnectionRefusedError" in report.stage(Stage.QUIT).errors[0]
 
@@ -154,12 +168,12 @@ def test_a_grid_that_went_away_should_leave_an_unverified_leftover_within_the_bu
 def test_the_watchdog_should_delete_a_remote_session_when_its_owner_pipe_closes(fake_grid):
     fake_grid.sessions.add("r2")
     rfd, wfd = os.pipe()
-    msg = {"op": "add", "sid": "abcdefabcdef", "root": None, "remote_url": fake_grid.url, "remote_sid": "r2"}
+    msg = add_message(fake_grid.url, "r2")
     os.write(wfd, (json.dumps(msg) + "\n").encode())
     os.close(wfd)  # the owner "dies"
     me = psutil.Process()
     try:
-        assert serve(me.pid, me.create_time(), rfd) == 0
+        assert serve(me.pid, me.create_time(), REAPERS, rfd) == 0
     finally:
         os.close(rfd)
     assert fake_grid.deleted == ["r2"] and not fake_grid.sessions
@@ -168,14 +182,13 @@ def test_the_watchdog_should_delete_a_remote_session_when_its_owner_pipe_closes(
 def test_the_watchdog_should_not_delete_a_remote_session_its_owner_closed(fake_grid):
     fake_grid.sessions.add("r3")
     rfd, wfd = os.pipe()
-    add = {"op": "add", "sid": "abcdefabcdef", "root": None, "remote_url": fake_grid.url, "remote_sid": "r3"}
-    os.write(
-        wfd, (json.dumps(add) + "\n" + json.dumps({"op": "remove", "sid": "abcdefabcdef"}) + "\n").encode()
-    )
+    add = add_message(fake_grid.url, "r3")
+    remove = {"v": WATCHDOG_PROTOCOL, "op": "remove", "sid": "abcdefabcdef"}
+    os.write(wfd, (json.dumps(add) + "\n" + json.dumps(remove) + "\n").encode())
     os.close(wfd)
     me = psutil.Process()
     try:
-        serve(me.pid, me.create_time(), rfd)
+        serve(me.pid, me.create_time(), REAPERS, rfd)
     finally:
         os.close(rfd)
     assert fake_grid.deleted == []

@@ -15,18 +15,19 @@ from embassy_cleanup import (
     ConfigError,
     DriverNotFoundError,
     EmbassyCleanupError,
+    GridError,
     LaunchError,
     LeaseExpiredError,
     Leftover,
-    NotOwnedError,
+    Outcome,
     PoolClosedError,
     PoolError,
     PoolFullError,
     PoolTimeoutError,
     ProcessAction,
+    SessionClosedError,
     Stage,
     StageResult,
-    StageTimeout,
 )
 
 REPORT_KEYS = {"session_id", "ok", "duration_s", "passes", "stages", "leftovers", "errors"}
@@ -39,8 +40,8 @@ def make_report(leftovers: tuple[Leftover, ...] = (), extra: tuple[StageResult, 
         StageResult(
             Stage.KILL_TREE,
             0.5,
-            killed=(ProcessAction(101, "chromium", "terminated", "descendant"),),
-            survivors=(ProcessAction(102, "chromium", "survived", "cmdline"),),
+            killed=(ProcessAction(101, "chromium", Outcome.TERMINATED, "descendant"),),
+            survivors=(ProcessAction(102, "chromium", Outcome.SURVIVED, "cmdline"),),
         ),
         StageResult(Stage.PORTS, 0.01, notes=("port 9515 held by pid 7, not ours: left alone",)),
         StageResult(Stage.OS_KILL, 0.02, errors=("pgrep failed",)),
@@ -69,7 +70,7 @@ def test_to_dict_should_pass_json_dumps_with_the_stable_keys():
     assert [s["stage"] for s in data["stages"]] == [s.value for s in Stage]
     assert all(set(s) == STAGE_KEYS for s in data["stages"])
     assert data["stages"][1]["killed"] == [
-        {"pid": 101, "name": "chromium", "outcome": "terminated", "via": "descendant"}
+        {"pid": 101, "name": "chromium", "outcome": Outcome.TERMINATED.value, "via": "descendant"}
     ]
     assert data["leftovers"] == [{"kind": "process", "detail": "chromium", "pid": 102}]
     assert data["errors"] == ["os-kill: pgrep failed"]
@@ -111,7 +112,8 @@ def test_str_should_add_one_line_per_leftover():
 
 
 def test_stage_should_return_the_last_result_of_a_stage_that_ran_twice():
-    second = StageResult(Stage.KILL_TREE, 0.75, killed=(ProcessAction(103, "chromium", "killed", "env"),))
+    killed = (ProcessAction(103, "chromium", Outcome.KILLED, "env"),)
+    second = StageResult(Stage.KILL_TREE, 0.75, killed=killed)
     report = make_report(extra=(second,))
 
     assert report.stage("tree-kill") is second
@@ -163,12 +165,14 @@ ERRORS = [
         id="LaunchError",
     ),
     pytest.param(
-        NotOwnedError("not ours", pid=42, name="sshd"), {"pid": 42, "name": "sshd"}, id="NotOwnedError"
+        GridError("GET http://grid:4444/status answered 500", url="http://grid:4444"),
+        {"url": "http://grid:4444"},
+        id="GridError",
     ),
     pytest.param(
-        StageTimeout("too slow", stage="ports", seconds=1.5),
-        {"stage": "ports", "seconds": 1.5},
-        id="StageTimeout",
+        SessionClosedError("torn down", session_id="ab12", closed_at=1700000000.5),
+        {"session_id": "ab12", "closed_at": 1700000000.5},
+        id="SessionClosedError",
     ),
     pytest.param(
         CleanupIncomplete("leftovers", report=make_report(leftovers=(Leftover("dir", "/tmp/x"),))),
@@ -228,8 +232,7 @@ def test_every_error_class_should_be_in_the_parametrized_list():
         (ConfigError, ValueError),
         (DriverNotFoundError, FileNotFoundError),
         (LaunchError, RuntimeError),
-        (NotOwnedError, PermissionError),
-        (StageTimeout, TimeoutError),
+        (GridError, OSError),
         (CleanupIncomplete, RuntimeError),
     ],
 )
@@ -239,8 +242,9 @@ def test_errors_should_also_be_the_matching_builtin_error(cls, builtin):
 
 
 def test_error_str_should_show_the_details_but_not_the_report():
-    assert str(NotOwnedError("refused", pid=42, name="sshd")) == "refused (pid=42, name='sshd')"
-    assert str(NotOwnedError("refused", pid=42)) == "refused (pid=42)"
+    assert str(EmbassyCleanupError("refused", pid=42, name="sshd")) == "refused (pid=42, name='sshd')"
+    assert str(EmbassyCleanupError("refused", pid=42, name=None)) == "refused (pid=42)"
+    assert str(GridError("no answer", url="http://grid:4444")) == "no answer (url='http://grid:4444')"
     assert str(CleanupIncomplete("leftovers", report=make_report())) == "leftovers"
     assert "value=-1" in str(ConfigError("bad", option="cleanup_timeout", value=-1))
 
