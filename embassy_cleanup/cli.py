@@ -1,4 +1,4 @@
-"""The ``embassy-cleanup`` command: demo, diagnose, clean, stress, watch.
+"""The ``embassy-cleanup`` command: demo, diagnose, clean, stress, watch, script.
 
 Tables and trees use rich on a terminal and plain aligned text otherwise, so
 the output pipes and greps cleanly.  Exit status: 0 healthy / done, 1 leaks
@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import click
@@ -629,6 +630,48 @@ def watch(interval: float, duration: float, temp_dir: str | None, as_json: bool)
             break
         time.sleep(min(interval, remaining))
     sys.exit(EXIT_LEAKS if inv.leaks else EXIT_OK)
+
+
+# -- script -------------------------------------------------------------------
+#: The clean-up scripts by kind: the file name at the top of the repository and
+#: in ``embassy_cleanup/scripts/`` of an installed wheel (setup.py copies them).
+SCRIPTS = {"sh": "cleanup_chrome.sh", "bat": "cleanup_chrome.bat"}
+
+
+def script_path(kind: str) -> Path:
+    """Where the script of ``kind`` (``sh`` or ``bat``) is: in the installed
+    package, or at the top of the checkout (an editable install)."""
+    name = SCRIPTS[kind]
+    here = Path(__file__).resolve().parent
+    for path in (here / "scripts" / name, here.parent / name):
+        if path.is_file():
+            return path
+    raise EmbassyCleanupError(
+        f"{name} is not installed with this package (looked in {here / 'scripts'} and {here.parent}); "
+        "reinstall embassy_cleanup from a wheel or the checkout"
+    )
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(sorted(SCRIPTS)), metavar="KIND")
+@click.option("--path", "show_path", is_flag=True, help="Print where the script is instead of its text.")
+def script(kind: str, show_path: bool) -> None:
+    """Print cleanup_chrome.sh (KIND sh) or cleanup_chrome.bat (KIND bat).
+
+    The scripts hand over to 'embassy-cleanup clean' and have a small
+    fallback for machines without the package. The text is written byte for
+    byte (the .bat keeps its CRLF line ends), so redirect it to a file:
+
+    \b
+        embassy-cleanup script sh > cleanup_chrome.sh
+    """
+    path = script_path(kind)
+    if show_path:
+        click.echo(str(path))
+        return
+    sys.stdout.flush()
+    sys.stdout.buffer.write(path.read_bytes())
+    sys.stdout.buffer.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
