@@ -249,9 +249,12 @@ def cli() -> None:
     for more (clean --all), and never crosses user boundaries unless you are
     root and pass --all-users.
 
-    -v and -q work before and after the command. Shell completion:
-    eval "$(_EMBASSY_CLEANUP_COMPLETE=bash_source embassy-cleanup)"
-    (zsh_source, fish_source for zsh and fish); see docs/cli.md.
+    -v and -q work before and after the command. Exit status 130 on Ctrl-C.
+    Shell completion for bash (zsh_source, fish_source for zsh and fish;
+    see docs/cli.md):
+
+    \b
+        eval "$(_EMBASSY_CLEANUP_COMPLETE=bash_source embassy-cleanup)"
     """
 
 
@@ -450,16 +453,15 @@ def verdict_lines(inv: Any, strict: bool, hint: str) -> list[str]:
     if inv.healthy(strict):
         lines.append(HEALTHY)
     else:
-        orphaned = [s for s in inv.sessions if not s.owner_alive]
-        parts = [
-            f"{len(orphaned)} orphaned session(s)",
-            f"{len(inv.by_class('orphan'))} orphan process(es)",
-            f"{len(inv.zombies_of_ours)} zombie(s) of ours",
-            f"{len(inv.stale_dirs)} stale session dir(s)",
+        counts = [
+            (sum(1 for s in inv.sessions if not s.owner_alive), "orphaned session(s)"),
+            (len(inv.by_class("orphan")), "orphan process(es)"),
+            (len(inv.zombies_of_ours), "zombie(s) of ours"),
+            (len(inv.stale_dirs), "stale session dir(s)"),
+            (len(inv.litter) if strict else 0, "litter dir(s) (--strict)"),
         ]
-        if strict:
-            parts.append(f"{len(inv.litter)} litter dir(s) (--strict)")
-        lines.append(f"{LEAKS_FOUND}: {', '.join(parts)}; run '{hint}' to see the fix")
+        found = ", ".join(f"{n} {what}" for n, what in counts if n)
+        lines.append(f"{LEAKS_FOUND}: {found}; run '{hint}' to see the fix")
     if inv.litter:
         lines.append(
             f"litter: {len(inv.litter)} Chromium dir(s) that no session of ours owns, "
@@ -880,7 +882,7 @@ def script_path(kind: str) -> Path:
     )
 
 
-@cli.command()
+@cli.command(short_help="Print a clean-up script: cleanup_chrome.sh or cleanup_chrome.bat.")
 @verbosity_options(read_env=False)
 @click.argument("kind", type=click.Choice(sorted(SCRIPTS)), metavar="KIND")
 @option("--path", "show_path", is_flag=True, help="Print where the script is instead of its text.")

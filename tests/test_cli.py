@@ -242,3 +242,25 @@ def test_script_in_the_checkout_prints_the_top_level_script(kind):
 
     assert out.returncode == 0, out.stderr
     assert out.stdout == (REPO / f"cleanup_chrome.{kind}").read_bytes()
+
+
+# -- the docs show the real output --------------------------------------------------
+DOCS = REPO / "docs"
+
+
+@pytest.mark.parametrize("command", ["", "demo", "diagnose", "clean", "stress", "watch", "script"])
+def test_docs_cli_md_shows_each_commands_real_help(command):
+    out = run_cli(*([command] if command else []), "--help", COLUMNS="80")
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.rstrip("\n") in (DOCS / "cli.md").read_text(), f"docs/cli.md: stale help of {command!r}"
+
+
+def test_docs_usage_md_shows_the_real_demo_help_and_cleanup_timeout_error():
+    usage = (DOCS / "usage.md").read_text()
+    helptext = run_cli("demo", "--help", COLUMNS="80")
+    refused = run_cli("demo", "--cleanup-timeout", "0")
+
+    assert helptext.stdout.rstrip("\n") in usage
+    assert refused.returncode == 2
+    assert refused.stderr.rstrip("\n") in usage
