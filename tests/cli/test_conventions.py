@@ -11,12 +11,14 @@ import shutil
 import signal
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import click
 import pytest
 from click.testing import CliRunner
 
 import embassy_cleanup.cli as cli_module
+from embassy_cleanup._grid_node import GridInventory, render
 from tests import _helpers as h
 from tests.cli import REPO, clean_env, make_litter, run_cli, tiny_tmp_dir
 
@@ -223,3 +225,13 @@ def test_the_exit_codes_are_the_documented_constants():
     assert (cli_module.EXIT_OK, cli_module.EXIT_LEAKS, cli_module.EXIT_USAGE) == (0, 1, 2)
     assert cli_module.EXIT_INTERRUPTED == 128 + signal.SIGINT
     assert isinstance(cli_module.cli, click.Group)
+
+
+def test_the_grid_hint_names_the_users_grid_url_not_a_placeholder():
+    url = "http://grid.example:4444"
+    root = SimpleNamespace(pid=4242)
+    orphan = SimpleNamespace(cls="orphan", root=root, procs=[1, 2], session_id=None, reason="gone")
+
+    lines = render(GridInventory(url=url, jvm_pids=[1], sessions=[], trees=[orphan]))
+
+    assert f"'embassy-cleanup clean --grid {url}'" in lines[-1]
