@@ -19,6 +19,14 @@ from embassy_cleanup.pytest_plugin import TEST_MARKER
 from tests import _helpers as h
 
 
+@pytest.fixture(autouse=True)
+def child_imports_this_checkout(monkeypatch):
+    """A child pytest imports the embassy_cleanup this process imported (a
+    checkout, run from its root), not whichever copy is installed."""
+    source = os.path.dirname(os.path.dirname(os.path.abspath(embassy_cleanup.__file__)))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")])))
+
+
 @pytest.fixture
 def child_tmp(monkeypatch):
     """TMPDIR for the child pytest: short (it is the fixture's temp_root) and under the run dir."""
@@ -34,10 +42,6 @@ def child_tmp(monkeypatch):
     monkeypatch.setenv("TMPDIR", path)
     monkeypatch.setenv("PLUGIN_TEST_NOTES", notes)
     monkeypatch.delenv(TEST_MARKER, raising=False)
-    # The child imports the embassy_cleanup this process imported (a checkout
-    # run from its root), not whichever copy is installed.
-    source = os.path.dirname(os.path.dirname(os.path.abspath(embassy_cleanup.__file__)))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")])))
     yield path
     # Whatever the child left (the off-by-default case leaks on purpose), by our own marker.
     h.kill_all(h.processes_under(path))
