@@ -10,6 +10,7 @@ Nothing here starts Chrome; the browser is a script that prints a version.
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import json
 import os
 import subprocess
@@ -21,12 +22,13 @@ import pytest
 from embassy_cleanup import _launcher
 from tests import _helpers as h
 
-wdm = pytest.importorskip("webdriver_manager", reason="the webdriver-manager extra is not installed")
-from webdriver_manager.core.os_manager import OperationSystemManager  # noqa: E402
-
-pytestmark = pytest.mark.skipif(
-    sys.platform == "win32", reason="the fake browser and driver are POSIX shell scripts"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        importlib.util.find_spec("webdriver_manager") is None,
+        reason="webdriver-manager is not installed (the dev and webdriver-manager extras)",
+    ),
+    pytest.mark.skipif(sys.platform == "win32", reason="the fake browser and driver are POSIX shell scripts"),
+]
 
 #: The child: no network, Selenium Manager finds nothing, then resolve_driver().
 CHILD = textwrap.dedent(
@@ -78,12 +80,30 @@ def home(tmp_path):
     return tmp_path, browser
 
 
-def prefill_cache(home_dir, browser_build: str, driver_version: str, driver_text: str) -> str:
+@pytest.fixture(scope="module")
+def os_type(tmp_path_factory) -> str:
+    """webdriver-manager's name for this OS (``linux64``), asked in a child:
+    importing webdriver-manager here would load a .env into this process."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from webdriver_manager.core.os_manager import OperationSystemManager as M\n"
+            "print(M().get_os_type())",
+        ],
+        cwd=tmp_path_factory.mktemp("wdm-os"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+
+
+def prefill_cache(home_dir, os_type: str, browser_build: str, driver_version: str, driver_text: str) -> str:
     """Put a fake chromedriver into webdriver-manager's cache, as its own
     install() leaves it: the binary under drivers/ and a drivers.json entry
     keyed ``<os>_chromedriver_<driver version>_for_<browser build>``, dated
     today (webdriver-manager trusts a cache entry for one day)."""
-    os_type = OperationSystemManager().get_os_type()
     where = home_dir / ".wdm" / "drivers" / "chromedriver" / os_type / driver_version
     where.mkdir(parents=True)
     driver = script(where / "chromedriver", driver_text)
@@ -109,10 +129,12 @@ def run_child(tmp_path, browser: str) -> tuple[dict, str]:
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
 
-def test_webdriver_manager_should_return_the_cached_driver_of_the_chromium_build_without_network(home):
+def test_webdriver_manager_should_return_the_cached_driver_of_the_chromium_build_without_network(
+    home, os_type
+):
     tmp_path, browser = home
     driver = prefill_cache(
-        tmp_path / "home", "131.0.6778", "131.0.6778.87", "ChromeDriver 131.0.6778.87 (fake)"
+        tmp_path / "home", os_type, "131.0.6778", "131.0.6778.87", "ChromeDriver 131.0.6778.87 (fake)"
     )
 
     result, log = run_child(tmp_path, browser)
@@ -130,10 +152,12 @@ def test_webdriver_manager_should_return_the_cached_driver_of_the_chromium_build
     assert "major versions differ" not in log
 
 
-def test_webdriver_manager_should_not_take_a_cached_driver_of_another_browser_build(home):
+def test_webdriver_manager_should_not_take_a_cached_driver_of_another_browser_build(home, os_type):
     tmp_path, browser = home
     # The build Google's latest release would match, not our Chromium's: must not be used.
-    prefill_cache(tmp_path / "home", "156.0.8078", "156.0.8078.114", "ChromeDriver 156.0.8078.114 (fake)")
+    prefill_cache(
+        tmp_path / "home", os_type, "156.0.8078", "156.0.8078.114", "ChromeDriver 156.0.8078.114 (fake)"
+    )
 
     result, log = run_child(tmp_path, browser)
 
@@ -147,15 +171,15 @@ def test_webdriver_manager_should_not_take_a_cached_driver_of_another_browser_bu
     assert result["connects"] > 0  # it did try to look the 131.0.6778 driver up
     assert f"webdriver-manager: {outcome}" in log  # logged at WARNING
     # nothing was downloaded next to the fake
-    versions = os.listdir(
-        tmp_path / "home" / ".wdm" / "drivers" / "chromedriver" / OperationSystemManager().get_os_type()
-    )
+    versions = os.listdir(tmp_path / "home" / ".wdm" / "drivers" / "chromedriver" / os_type)
     assert versions == ["156.0.8078.114"]
 
 
-def test_webdriver_manager_should_warn_when_the_cached_driver_is_of_another_major_version(home):
+def test_webdriver_manager_should_warn_when_the_cached_driver_is_of_another_major_version(home, os_type):
     tmp_path, browser = home
-    prefill_cache(tmp_path / "home", "131.0.6778", "131.0.6778.87", "ChromeDriver 130.0.6723.1 (fake)")
+    prefill_cache(
+        tmp_path / "home", os_type, "131.0.6778", "131.0.6778.87", "ChromeDriver 130.0.6723.1 (fake)"
+    )
 
     result, log = run_child(tmp_path, browser)
 
