@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,8 +29,6 @@ from ._ownership import ENV_MARKER, OWNER_MARKER, ROOT_PREFIX, owner_marker
 from ._presets import SHELL_FALLBACK, SHELL_PRESETS, merge_flags, preset_flags
 
 if TYPE_CHECKING:  # pragma: no cover
-    import subprocess
-
     from selenium.webdriver.chrome.webdriver import WebDriver
 
 log = logging.getLogger("embassy_cleanup")
@@ -83,13 +83,15 @@ def _check_executable(path: str, source: str, what: str, fix: str) -> str:
     return path
 
 
-def resolve_driver(explicit: str | None) -> tuple[str, str]:
+def resolve_driver(explicit: str | None, binary: str | None = None) -> tuple[str, str]:
     """Find chromedriver; return ``(path, where it came from)``.
 
     Order: ``driver_path=``, ``$CHROMEDRIVER_PATH``, ``chromedriver`` on
-    ``PATH``, Selenium Manager, webdriver-manager (when installed).  An
-    explicit path or environment variable that is wrong is an error at once:
-    silently falling back would run a driver the user did not ask for.
+    ``PATH``, Selenium Manager, webdriver-manager (when installed; it is asked
+    for the driver of ``binary``'s version, see
+    :func:`driver_from_webdriver_manager`).  An explicit path or environment
+    variable that is wrong is an error at once: silently falling back would
+    run a driver the user did not ask for.
     """
     fix = "install chromium-driver (Debian) or pass driver_path="
     if explicit is not None:
@@ -116,15 +118,10 @@ def resolve_driver(explicit: str | None) -> tuple[str, str]:
     except Exception as err:  # it raises many kinds; we only report them
         tried.append(("Selenium Manager", str(err).splitlines()[0] if str(err) else repr(err)))
 
-    try:
-        from webdriver_manager.chrome import ChromeDriverManager  # type: ignore[import-not-found]
-    except ImportError:
-        tried.append(("webdriver-manager", "not installed"))
-    else:
-        try:
-            return ChromeDriverManager().install(), "webdriver-manager"
-        except Exception as err:
-            tried.append(("webdriver-manager", str(err).splitlines()[0]))
+    wdm_path, outcome = driver_from_webdriver_manager(binary)
+    if wdm_path is not None:
+        return wdm_path, outcome
+    tried.append(("webdriver-manager", outcome))
 
     raise DriverNotFoundError(f"chromedriver not found; {fix}", tried=tried)
 
@@ -146,6 +143,168 @@ def resolve_binary(explicit: str | None, from_options: str | None = None) -> str
         if found:
             return found
     return None
+
+
+# -- webdriver-manager ----------------------------------------------------
+#: Seconds ``<binary> --version`` and ``<driver> --version`` may take.
+VERSION_TIMEOUT = 10.0
+#: webdriver-manager's browser types (``ChromeType.CHROMIUM``/``GOOGLE``) by value.
+WDM_CHROMIUM = "chromium"
+WDM_GOOGLE = "google-chrome"
+_VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+@dataclass(frozen=True)
+class BrowserVersion:
+    """What ``<binary> --version`` printed.
+
+    ``kind`` is webdriver-manager's browser type (:data:`WDM_CHROMIUM` or
+    :data:`WDM_GOOGLE`); ``build`` is the first three parts of the version,
+    which is what webdriver-manager matches a driver by (its own version
+    probe reads three parts too); ``full`` is the whole version; ``line`` the
+    line it came from."""
+
+    kind: str
+    build: str
+    full: str
+    line: str
+
+
+def read_browser_version(binary: str) -> BrowserVersion | None:
+    """Run ``binary --version`` and read which browser and version it is.
+
+    None when it does not say (not a Chrome, it failed, it took longer than
+    :data:`VERSION_TIMEOUT`), and on Windows, where ``chrome.exe --version``
+    opens a browser window instead of printing (webdriver-manager then reads
+    the version from the registry itself)."""
+    if _platform.PLATFORM == "windows":
+        return None
+    try:
+        out = subprocess.run(
+            [binary, "--version"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # Debian's wrapper script prints noise there
+            timeout=VERSION_TIMEOUT,
+            check=False,
+        ).stdout.decode("utf-8", "replace")
+    except (OSError, subprocess.SubprocessError) as err:
+        log.debug("%s --version: %r", binary, err)
+        return None
+    for line in out.splitlines():
+        m = _VERSION.search(line)
+        if m:
+            name = line[: m.start()].lower()
+            kind = WDM_CHROMIUM if "chromium" in name else WDM_GOOGLE
+            return BrowserVersion(kind, ".".join(m.group(1, 2, 3)), m.group(0), line.strip())
+    return None
+
+
+def _major(version: str | None) -> str | None:
+    m = _VERSION.search(version or "")
+    return m.group(1) if m else None
+
+
+def read_driver_version(path: str) -> str | None:
+    """``ChromeDriver 156.0.8078.114`` from ``path --version``, or None."""
+    try:
+        out = subprocess.run(
+            [path, "--version"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            timeout=VERSION_TIMEOUT,
+            check=False,
+        ).stdout.decode("utf-8", "replace")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    first = out.strip().splitlines()[0] if out.strip() else ""
+    return first.split(" (")[0] or None
+
+
+class PinnedBrowserVersion:
+    """webdriver-manager's ``OperationSystemManager`` with the browser version
+    fixed to the one our binary reported.
+
+    webdriver-manager would otherwise find the version itself by running
+    ``chromium``/``google-chrome`` from PATH, which need not be the binary the
+    session starts.  Everything else is delegated to the real manager."""
+
+    def __init__(self, inner: Any, kind: str, build: str) -> None:
+        self._inner = inner
+        self._kind = kind
+        self._build = build
+
+    def get_browser_version_from_os(self, browser_type: str | None = None) -> str | None:
+        if browser_type in (None, self._kind):
+            return self._build
+        return self._inner.get_browser_version_from_os(browser_type)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def driver_from_webdriver_manager(binary: str | None) -> tuple[str | None, str]:
+    """Ask webdriver-manager for the chromedriver that matches ``binary``.
+
+    The browser's kind and version come from ``binary --version``: for
+    Chromium it asks with ``ChromeType.CHROMIUM``, for Google Chrome with
+    ``ChromeType.GOOGLE``, and in both cases for the driver of that browser
+    build (not the latest release).  Without a readable version (no binary,
+    Windows, an unexpected output) it asks for webdriver-manager's default,
+    the latest Google chromedriver (Chromium by type when the path says
+    ``chromium``), and says so.
+
+    Returns ``(path, source)`` when it got a driver, ``(None, reason)`` when
+    not (not installed, offline, no such version); both name what was asked
+    for, and both are logged.
+    """
+    # Imported here, not at the top: webdriver-manager is optional, and
+    # importing it loads a .env file from the working directory into
+    # os.environ (python-dotenv), which importing embassy_cleanup must not do.
+    try:
+        from webdriver_manager.chrome import ChromeDriverManager  # type: ignore[import-not-found]
+        from webdriver_manager.core.os_manager import OperationSystemManager  # type: ignore[import-not-found]
+    except ImportError:
+        return None, "not installed"
+    browser = read_browser_version(binary) if binary is not None else None
+    if browser is not None:
+        asked = (
+            f"the chromedriver for {browser.kind} {browser.build} (from {binary} --version: {browser.line!r})"
+        )
+        pinned = PinnedBrowserVersion(OperationSystemManager(), browser.kind, browser.build)
+        manager = ChromeDriverManager(
+            chrome_type=browser.kind,
+            os_system_manager=pinned,  # type: ignore[arg-type]  # duck-typed: delegates the rest
+        )
+    else:
+        kind = WDM_CHROMIUM if binary is not None and "chromium" in os.path.basename(binary).lower() else None
+        why = "no Chrome binary found" if binary is None else f"{binary} --version gave no version"
+        asked = f"webdriver-manager's default chromedriver for {kind or WDM_GOOGLE} ({why})"
+        manager = ChromeDriverManager(chrome_type=kind) if kind else ChromeDriverManager()
+    log.info("webdriver-manager: asking for %s", asked)
+    try:
+        path = manager.install()
+    except Exception as err:  # offline, no such version, a broken cache: report, never crash here
+        text = str(err).strip()
+        reason = f"asked for {asked}: {text.splitlines()[0] if text else repr(err)}"
+        log.warning("webdriver-manager: %s", reason)
+        return None, reason
+    got = read_driver_version(path)
+    log.info("webdriver-manager: got %s (%s)", path, got or "version unreadable")
+    source = f"webdriver-manager, {got or 'chromedriver'} for " + (
+        f"{browser.kind} {browser.build}" if browser is not None else "the default browser"
+    )
+    if browser is not None and _major(got) not in (None, _major(browser.build)):
+        log.warning(
+            "webdriver-manager returned %s (%s) for %s %s: the major versions differ and chromedriver "
+            "will likely refuse the browser; clear webdriver-manager's cache (~/.wdm) or pass driver_path=",
+            path,
+            got,
+            browser.kind,
+            browser.full,
+        )
+    return path, source
 
 
 def _is_elf(path: str) -> bool:

@@ -261,10 +261,10 @@ class ChromeUltraAggressiveCleanup:
         if opts.remote_url is not None:
             return self._start_remote(t0)
         # Resolve first: a bad driver or binary path fails before anything exists.
-        driver_path, driver_src = _launcher.resolve_driver(opts.driver_path)
         binary = _launcher.resolve_binary(
             opts.binary, opts.options.binary_location if opts.options is not None else None
         )
+        driver_path, driver_src = _launcher.resolve_driver(opts.driver_path, binary)  # binary: for wdm
         born_after = time.time()  # nothing older than this can carry our markers
         paths = _launcher.make_session_root(opts.temp_root, self.session_id)
         tracker = ProcessTracker(self.session_id, paths.root, born_after=born_after)
