@@ -39,9 +39,12 @@ MARKER_ENV = ("TMPDIR", "XDG_CONFIG_HOME")
 _HAVE_PROC = os.path.isdir("/proc/self") and sys.platform.startswith("linux")
 
 
-def _holds_path(text: bytes, needle: bytes) -> bool:
-    """``text`` holds the path ``needle`` or a path under it: ``/run/s``
-    marks ``/run/s/x`` and ``--root=/run/s``, not ``/run/stranger``."""
+def _holds(text: bytes, needle: bytes, path: bool) -> bool:
+    """``text`` holds ``needle``; with ``path``, as the path ``needle`` or a
+    path under it: ``/run/s`` then marks ``/run/s/x`` and ``--root=/run/s``,
+    not ``/run/stranger``."""
+    if not path:
+        return needle in text
     start = text.find(needle)
     while start >= 0:
         after = text[start + len(needle) : start + len(needle) + 1]
@@ -51,17 +54,17 @@ def _holds_path(text: bytes, needle: bytes) -> bool:
     return False
 
 
-def _marks(proc: psutil.Process, needle: str) -> bool:
+def _marks(proc: psutil.Process, needle: str, path: bool = False) -> bool:
     raw = needle.encode()
     try:
-        if any(_holds_path(a.encode(), raw) for a in proc.cmdline()):
+        if any(_holds(a.encode(), raw, path) for a in proc.cmdline()):
             return True
         env = proc.environ()
     except (psutil.Error, OSError):
         return False
     except Exception:
         return False
-    return any(_holds_path(env.get(k, "").encode(), raw) for k in MARKER_ENV)
+    return any(_holds(env.get(k, "").encode(), raw, path) for k in MARKER_ENV)
 
 
 def _read_proc(pid: int, what: str) -> bytes:
@@ -72,7 +75,7 @@ def _read_proc(pid: int, what: str) -> bytes:
         return b""
 
 
-def _marked_pid(pid: int, needle: bytes, uid: int) -> bool:
+def _marked_pid(pid: int, needle: bytes, uid: int, path: bool) -> bool:
     """``pid`` runs as ``uid`` and carries ``needle`` in an argument or a
     marker variable: two raw reads of /proc, no psutil object.  A zombie
     has an empty command line and environment, so it never matches."""
@@ -81,11 +84,11 @@ def _marked_pid(pid: int, needle: bytes, uid: int) -> bool:
             return False
     except OSError:
         return False
-    if _holds_path(_read_proc(pid, "cmdline"), needle):  # NUL-separated arguments
+    if _holds(_read_proc(pid, "cmdline"), needle, path):  # NUL-separated arguments
         return True
     for var in _read_proc(pid, "environ").split(b"\0"):
         name, _, value = var.partition(b"=")
-        if name.decode("ascii", "replace") in MARKER_ENV and _holds_path(value, needle):
+        if name.decode("ascii", "replace") in MARKER_ENV and _holds(value, needle, path):
             return True
     return False
 
@@ -101,16 +104,17 @@ def _hold(pid: int, create_time: float | None = None) -> psutil.Process | None:
         return None
 
 
-def marked_among(pids: Iterable[int], needle: str) -> list[psutil.Process]:
+def marked_among(pids: Iterable[int], needle: str, path: bool = False) -> list[psutil.Process]:
     """The processes among ``pids`` (not this one) that run as this user and
-    carry ``needle`` (see :func:`processes_under`)."""
+    carry ``needle`` (see :func:`processes_under`); with ``path``, as a path
+    or a path's parent (see :func:`_holds`)."""
     me = os.getpid()
     uid = os.getuid()
     out = []
     if _HAVE_PROC:
         raw = needle.encode()
         for pid in pids:
-            if pid != me and _marked_pid(pid, raw, uid):
+            if pid != me and _marked_pid(pid, raw, uid, path):
                 proc = _hold(pid)
                 if proc is not None:
                     out.append(proc)
@@ -118,7 +122,7 @@ def marked_among(pids: Iterable[int], needle: str) -> list[psutil.Process]:
     for pid in pids:
         proc = _hold(pid) if pid != me else None
         try:
-            if proc is not None and proc.uids().real == uid and _marks(proc, needle):
+            if proc is not None and proc.uids().real == uid and _marks(proc, needle, path):
                 out.append(proc)
         except psutil.Error:
             continue
@@ -126,10 +130,11 @@ def marked_among(pids: Iterable[int], needle: str) -> list[psutil.Process]:
 
 
 def processes_under(needle: str) -> list[psutil.Process]:
-    """Running (non-zombie) processes of this user marked with the path
-    ``needle`` or a path under it: on an argument (profile dir, crashpad
-    database) or in ``TMPDIR`` / ``XDG_CONFIG_HOME``.  On Linux one listing of /proc and raw reads (a
-    psutil object only for a match); elsewhere through psutil."""
+    """Running (non-zombie) processes of this user marked with ``needle`` (a
+    substring: a dir, or the start of a dir's name): on an argument (profile
+    dir, crashpad database) or in ``TMPDIR`` / ``XDG_CONFIG_HOME``.  On Linux
+    one listing of /proc and raw reads (a psutil object only for a match);
+    elsewhere through psutil."""
     if _HAVE_PROC:
         pids = [int(e) for e in os.listdir("/proc") if e.isdigit()]
     else:
@@ -186,7 +191,8 @@ class LeakGuard:
     already looked at, and its marker, set at exec, cannot change); only
     their command line and environment are read.  Create times are compared
     with create times (the newest one in the table), never with the wall
-    clock.  Leftovers get ``settle`` seconds to exit by themselves (a
+    clock.  The sessions dir marks as a path (``<run>/s`` marks ``<run>/s/x``,
+    not ``<run>/stranger``).  Leftovers get ``settle`` seconds to exit by themselves (a
     teardown may still be finishing), then are SIGKILLed by identity.
     """
 
@@ -211,7 +217,7 @@ class LeakGuard:
         rows = _platform.process_table()
         fresh = [r.pid for r in rows if r.create_time >= self._since and not r.zombie]
         self._since = self._newest(rows) - self.SLACK
-        marked = marked_among(fresh, self.needle)
+        marked = marked_among(fresh, self.needle, path=True)
         if marked:
             wait_until(lambda: not [p for p in marked if _running(p)], timeout=self.settle)
         left = [p for p in marked if _running(p)]

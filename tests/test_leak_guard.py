@@ -115,6 +115,17 @@ def test_the_guard_should_find_nothing_after_a_clean_test_and_leave_others_proce
         h.kill_all([stranger])
 
 
+def test_processes_under_should_match_the_start_of_a_dir_name_on_the_command_line_or_in_tmpdir():
+    # callers pass a prefix ("embassy-b-") or a dir: both are substrings
+    by_arg = leak_orphan([os.path.join(h.RUN_ROOT, "pfx-arg", "profile")], dict(os.environ))
+    by_env = leak_orphan([], dict(os.environ, TMPDIR=os.path.join(h.RUN_ROOT, "pfx-env")))
+    try:
+        found = {p.pid for p in h.processes_under(os.path.join(h.RUN_ROOT, "pfx-"))}
+        assert found == {by_arg.pid, by_env.pid}
+    finally:
+        h.kill_all([by_arg, by_env])
+
+
 CHILD_CONFTEST = "from tests.conftest import *  # noqa: F401,F403  (the suite's fixtures, as they are)\n"
 
 CHILD_TESTS = textwrap.dedent(
