@@ -169,12 +169,13 @@ def validate(
             )
         for arg in options.arguments:
             _check_owned_flag(arg, "options")
-        if "debuggerAddress" in options.experimental_options:
+        attach_to = options.debugger_address or options.experimental_options.get("debuggerAddress")
+        if attach_to:
             raise ConfigError(
                 "options must not set debuggerAddress: the session starts its own browser; to "
                 "take charge of a browser that is already running, use embassy_cleanup.adopt()",
                 option="options",
-                value=options.experimental_options["debuggerAddress"],
+                value=attach_to,
             )
 
     binary = _check_path("binary", binary)
