@@ -95,6 +95,7 @@ class LaunchError(EmbassyCleanupError, RuntimeError):
     """
 
     __module__ = "embassy_cleanup"
+    path: str | None
     report: CleanupReport | None
     component: str | None
     output: tuple[str, ...]

@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import _platform
 from ._deadline import DEFAULT_START_TIMEOUT, Deadline, Expired, run_bounded
@@ -454,7 +454,7 @@ class _Start:
             msg += f"; chromedriver's verbose log: {self.driver_log}"
         return LaunchError(msg, path=path, component=component, output=output, hint=hint)
 
-    def driver_service(self, options_args: Sequence[str] = ()) -> Any:
+    def driver_service(self) -> Any:
         """A chromedriver Service writing into the capture, started (it listens)."""
         service = _service_class()(
             executable_path=self.driver_path,
@@ -630,9 +630,12 @@ def start_session(
     try:
         display = None
         if opts.virtual_display:
-            vd = start_xvfb(
-                child_env(opts, session_id, paths), start.capture.writer, on_browser, start.deadline
-            )
+            try:
+                vd = start_xvfb(
+                    child_env(opts, session_id, paths), start.capture.writer, on_browser, start.deadline
+                )
+            except LaunchError as err:  # quote what Xvfb wrote
+                raise start.error(err.msg, "display", err.path) from err
             hooks(vd)
             display = vd.display
             opts = start.opts = dataclasses.replace(opts, env={**opts.env, "DISPLAY": display})

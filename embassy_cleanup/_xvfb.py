@@ -132,7 +132,10 @@ def start_xvfb(
     finally:
         os.close(rfd)
     if number is None:
-        code = popen.poll()
+        try:  # the displayfd pipe ends a moment before the process does
+            code: int | None = popen.wait(min(1.0, max(0.05, deadline.remaining())))
+        except subprocess.TimeoutExpired:
+            code = None
         what = (
             f"exited with status {code} before it opened a display"
             if code is not None

@@ -10,7 +10,7 @@ import shutil
 import psutil
 import pytest
 
-from embassy_cleanup import ChromeUltraAggressiveCleanup, ConfigError
+from embassy_cleanup import ChromeUltraAggressiveCleanup, ConfigError, LaunchError
 from tests import _helpers as h
 
 HAVE_XVFB = shutil.which("Xvfb") is not None
@@ -71,3 +71,20 @@ def test_virtual_display_with_headless_should_raise_config_error():
     with pytest.raises(ConfigError) as info:
         ChromeUltraAggressiveCleanup(headless=True, virtual_display=True)
     assert info.value.option == "virtual_display" and "headless=False" in str(info.value)
+
+
+@pytest.mark.chrome
+def test_xvfb_that_exits_should_raise_launch_error_quoting_it(session_kwargs, monkeypatch, tmp_path):
+    fake = tmp_path / "Xvfb"
+    fake.write_text("#!/bin/sh\necho '(EE) Fatal server error: (EE) no screens found' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    cleanup = ChromeUltraAggressiveCleanup(headless=False, virtual_display=True, **session_kwargs)
+    with pytest.raises(LaunchError) as info:
+        cleanup.start()
+    err = info.value
+    assert err.component == "display" and err.path == str(fake)
+    assert "exited with status 1 before it opened a display" in str(err)
+    assert "(EE) Fatal server error: (EE) no screens found" in err.output
+    assert err.report is not None and err.report.ok, str(err.report)
+    assert list(cleanup.pids.values()) == ["Xvfb"]
