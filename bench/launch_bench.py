@@ -134,4 +134,19 @@ def render_launch(res: dict[str, Any]) -> list[str]:
         "",
         f"Target: the error within about 1 s of the bound ({t} s).",
         "",
+    ] + _measured_apart(res)
+
+
+def _measured_apart(res: dict[str, Any]) -> list[str]:
+    """A note when these figures were measured in a run of their own."""
+    m = res.get("measured")
+    if not m:
+        return []
+    load = ", ".join(f"{x:.1f}" for x in m["load"])
+    ratio = m.get("start_ours_vs_plain_same_run")
+    return [
+        f"Measured in a run of its own, {m['note']} ({m['date']}, load average {load}: the machine was",
+        "shared and busy); the start-up ratio ours/plain in that run was "
+        + (f"{ratio:.2f}x." if ratio is not None else "-."),
+        "",
     ]
