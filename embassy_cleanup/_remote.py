@@ -34,7 +34,9 @@ import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from ._deadline import Deadline, Expired, run_bounded
 from ._errors import ConfigError, LaunchError
+from ._launcher import copy_user_options
 from ._report import CleanupReport, Leftover, Stage, StageResult
 from ._teardown import QUIT_SHARE, TeardownInterrupted, TeardownTarget, _Clock, _run_stage, _StageRun
 
@@ -190,15 +192,9 @@ def chrome_options(opts: SessionOptions, session_id: str) -> Any:
 
     from ._presets import merge_flags, preset_flags
 
-    options = webdriver.ChromeOptions()
-    start: list[str] = []
-    if opts.options is not None:
-        start = list(opts.options.arguments)
-        for key, value in opts.options.experimental_options.items():
-            options.add_experimental_option(key, value)
-        for ext in opts.options.extensions:
-            options.add_encoded_extension(ext)
-        options.page_load_strategy = opts.options.page_load_strategy
+    # every capability and Chrome option of options= (issue #14), flags merged below
+    options = copy_user_options(webdriver.ChromeOptions(), opts.options)
+    start: list[str] = list(opts.options.arguments) if opts.options is not None else []
     auto = ["--headless=new"] if opts.headless else []
     for arg in merge_flags(start, preset_flags(opts.preset), auto, list(opts.extra_args)):
         options.add_argument(arg)
@@ -220,7 +216,8 @@ def start_session(state: Any) -> WebDriver:
     opts: SessionOptions = state.opts
     url = opts.remote_url
     assert url is not None
-    check_reachable(url)
+    deadline = Deadline(opts.start_timeout)  # start_timeout bounds /status and the new session
+    check_reachable(url, min(STATUS_TIMEOUT, max(0.05, deadline.remaining())))
     from ._ownership import ProcessTracker
 
     target = RemoteTarget(
@@ -231,8 +228,22 @@ def start_session(state: Any) -> WebDriver:
         remote_url=url,
     )
     state.target = target
+    options = chrome_options(opts, state.session_id)
     try:
-        driver = webdriver.Remote(command_executor=url, options=chrome_options(opts, state.session_id))
+        driver = run_bounded(
+            lambda: webdriver.Remote(command_executor=url, options=options),
+            deadline,
+            f"embassy-cleanup-start-{state.session_id}",
+            on_late=_quit_late,  # a session the Grid made after we gave up is deleted at once
+        )
+    except Expired:
+        raise LaunchError(
+            f"Selenium Grid at {url!r} did not answer the new-session request within "
+            f"{deadline.seconds:g} s (start_timeout={deadline.seconds:g}); check the Grid's free slots "
+            "and its new-session queue",
+            path=url,
+            component="grid",
+        ) from None
     except Exception as err:  # WebDriverException, urllib3 errors: all mean "no session"
         from ._launcher import webdriver_reason
 
@@ -246,6 +257,11 @@ def start_session(state: Any) -> WebDriver:
     target.remote_session_id = driver.session_id
     register_with_watchdog(state)
     return driver
+
+
+def _quit_late(driver: Any) -> None:
+    """``on_late`` for a new session that arrived after ``start_timeout``."""
+    driver.quit()
 
 
 def register_with_watchdog(state: Any) -> None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import psutil
 
 from . import _launcher, _watchdog
+from ._deadline import DEFAULT_START_TIMEOUT
 from ._errors import CleanupIncomplete, EmbassyCleanupError, LaunchError
 from ._options import SessionOptions, validate
 from ._ownership import ProcessTracker
@@ -147,8 +148,10 @@ class ChromeUltraAggressiveCleanup:
             shell, about half the memory; falls back to ``"minimal"`` with a
             warning when it is not installed); see ``docs/usage.md``.
         extra_args: more Chrome flags, appended after the preset's.
-        options: a ``ChromeOptions`` to start from (its arguments, experimental
-            options, extensions and binary are kept).
+        options: a ``ChromeOptions`` to start from: every capability and
+            Chrome option set on it reaches the session (flags the session
+            owns, ``--user-data-dir`` and ``--remote-debugging-*``, and page
+            URLs are refused with :class:`ConfigError`).
         binary: the Chrome binary (default: ``$CHROME_BINARY``, then
             ``chromium``/``google-chrome`` on PATH).
         driver_path: chromedriver (default: ``$CHROMEDRIVER_PATH``, PATH,
@@ -165,6 +168,14 @@ class ChromeUltraAggressiveCleanup:
             ``webdriver.Remote`` on it, deleted from the Grid at teardown and
             when this process dies (see ``docs/grid.md``).  ``binary`` is then
             a path on the node; ``driver_path`` and ``env`` do not apply.
+        start_timeout: the bound on the whole start in seconds (default 30):
+            chromedriver listening, the browser opening DevTools, the headless
+            shell's attach, a Grid's new session.  When it passes,
+            :class:`LaunchError` names what was not ready, after tearing down
+            what had started.
+        virtual_display: run headed Chrome (``headless=False``) in an Xvfb the
+            session starts on a free display and tears down with the rest
+            (needs the Debian package ``xvfb``).
     """
 
     def __init__(
@@ -183,6 +194,8 @@ class ChromeUltraAggressiveCleanup:
         env: Mapping[str, str] | None = None,
         watchdog: bool = True,
         remote_url: str | None = None,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+        virtual_display: bool = False,
     ) -> None:
         self.options = validate(
             headless=headless,
@@ -198,6 +211,8 @@ class ChromeUltraAggressiveCleanup:
             env=env,
             watchdog=watchdog,
             remote_url=remote_url,
+            start_timeout=start_timeout,
+            virtual_display=virtual_display,
         )
         self.session_id = secrets.token_hex(6)
         self.driver: WebDriver | None = None
@@ -274,7 +289,15 @@ class ChromeUltraAggressiveCleanup:
         try:
             self._after_root_created()
             launched = _launcher.start_session(
-                opts, self.session_id, paths, driver_path, binary, tracker.adopt_leader, tracker.adopt_child
+                opts,
+                self.session_id,
+                paths,
+                driver_path,
+                binary,
+                tracker.adopt_leader,
+                tracker.adopt_child,
+                started_at=t0,
+                add_hook=self._state.hooks.append,
             )
             driver, service = launched.driver, launched.service
             self.preset_used, self.preset_fallback_reason = launched.preset, launched.fallback_reason

@@ -60,6 +60,8 @@ DOCUMENTED_OPTIONS = {
     "env": None,
     "watchdog": True,
     "remote_url": None,
+    "start_timeout": 30.0,
+    "virtual_display": False,
 }
 
 
