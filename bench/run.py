@@ -38,6 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)  # pool_bench, also when this file is loaded as a module (tests)
 
+from launch_bench import bench_launch_failure, render_launch  # noqa: E402
 from pool_bench import bench_pool, render_pool  # noqa: E402
 
 from embassy_cleanup import ChromeUltraAggressiveCleanup, sweep_stale  # noqa: E402
@@ -489,6 +490,7 @@ SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "footprint": _footprint_section,
     "scale": lambda ctx: bench_scale(ctx.root, 50 if ctx.smoke else 2000, 10 if ctx.smoke else 500),
     "pool": _pool_section,
+    "launch_failure": lambda ctx: bench_launch_failure(max(1, ctx.runs // 4), ctx.root, ctx.smoke, ctx.log),
 }
 
 
@@ -680,6 +682,7 @@ def render_markdown(res: dict[str, Any]) -> str:
         "",
     ]
     lines += render_pool(res.get("pool", {}))
+    lines += render_launch(res.get("launch_failure", {}))
     return "\n".join(lines)
 
 

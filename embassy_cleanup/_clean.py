@@ -89,8 +89,8 @@ def plan_clean(inv: Inventory, older_than: float = 0.0, all_processes: bool = Fa
                 s.root,
             )
         )
-    for d in inv.stale_dirs:
-        if d.kind == "chromium" and d.age_s >= older_than:
+    for d in inv.litter:
+        if d.age_s >= older_than:
             plan.append(Action("remove-dir", d.path, "Chromium's own, unused"))
     if all_processes:
         for p in inv.processes:

@@ -6,17 +6,25 @@
 * :class:`Budget` is a deadline on a clock: ``remaining()``, ``share(f)``.
 * :func:`call_with_deadline` runs a blocking call (``driver.quit()``, a
   WebDriver probe) in a daemon thread and stops *waiting* for it at the
-  deadline.  A WebDriver call cannot be cancelled from outside; the caller
-  then ends what the call was waiting on (the browser), which ends the call.
-  Each call's thread is named, so a leak of them is visible (and tested).
+  deadline; :func:`run_bounded` does the same for a start step (the
+  WebDriver new-session request: chromedriver itself waits up to 60 s for the
+  browser) and raises :class:`Expired`, handing a result that arrives after
+  it gave up to ``on_late`` (close it, delete a Grid session), so nothing the
+  call made is left behind.  A WebDriver call cannot be cancelled from
+  outside; the caller then ends what the call was waiting on (the browser),
+  which ends the call.  Each call's thread is named, so a leak of them is
+  visible.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Generic, TypeVar
+
+log = logging.getLogger("embassy_cleanup")
 
 T = TypeVar("T")
 
@@ -37,12 +45,12 @@ REAL_CLOCK = Clock()
 
 
 class Budget:
-    """``seconds`` from now on ``clock``."""
+    """``seconds`` from ``start`` (default: now) on ``clock``: a deadline."""
 
-    def __init__(self, seconds: float, clock: Clock = REAL_CLOCK) -> None:
+    def __init__(self, seconds: float, clock: Clock = REAL_CLOCK, start: float | None = None) -> None:
         self.clock = clock
         self.seconds = seconds
-        self.start = clock.now()
+        self.start = clock.now() if start is None else start
         self.deadline = self.start + seconds
 
     def remaining(self) -> float:
@@ -77,22 +85,39 @@ class Call(Generic[T]):
 
 
 class Background(Generic[T]):
-    """One call in a named daemon thread; :meth:`result` waits for it."""
+    """One call in a named daemon thread; :meth:`result` waits for it.
 
-    def __init__(self, name: str, fn: Callable[[], T]) -> None:
+    :meth:`abandon` gives up on it: a result that still arrives goes to
+    ``on_late``, an error is only logged."""
+
+    def __init__(self, name: str, fn: Callable[[], T], on_late: Callable[[T], object] | None = None) -> None:
         self._fn = fn
+        self._on_late = on_late
         self._outcome: Call[T] = Call(False)
         self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._abandoned = False
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         try:
-            self._outcome = Call(True, self._fn())
+            outcome: Call[T] = Call(True, self._fn())
         except BaseException as err:  # noqa: BLE001 - handed to the caller, never raised here
-            self._outcome = Call(True, None, err)
-        finally:
+            outcome = Call(True, None, err)
+        with self._lock:
+            self._outcome = outcome
+            abandoned = self._abandoned
             self._done.set()
+        if not abandoned:
+            return
+        if outcome.error is not None:
+            log.debug("%s, given up on, ended with: %s", self.thread.name, outcome.error)
+        elif self._on_late is not None:
+            try:
+                self._on_late(outcome.value)  # type: ignore[arg-type]
+            except Exception as err:  # best effort: the caller tore down already
+                log.debug("cleaning up after %s, which returned late: %s", self.thread.name, err)
 
     def result(self, timeout: float) -> Call[T]:
         """The outcome, or ``Call(done=False)`` if it is still running after ``timeout``."""
@@ -100,7 +125,39 @@ class Background(Generic[T]):
             return Call(False)
         return self._outcome
 
+    def abandon(self) -> bool:
+        """Give up on the call; False when it finished meanwhile."""
+        with self._lock:
+            if self._done.is_set():
+                return False
+            self._abandoned = True
+            return True
+
 
 def call_with_deadline(fn: Callable[[], T], timeout: float, name: str) -> Call[T]:
     """Run ``fn()`` for at most ``timeout`` seconds (see the module docstring)."""
     return Background(name, fn).result(timeout)
+
+
+class Expired(Exception):
+    """:func:`run_bounded` gave up: the deadline passed before the call returned."""
+
+
+def run_bounded(
+    fn: Callable[[], T], deadline: Budget, name: str, on_late: Callable[[T], object] | None = None
+) -> T:
+    """``fn()``, or :class:`Expired` once ``deadline`` passes (see the module
+    docstring); ``fn``'s own exception is re-raised here."""
+    call = Background(name, fn, on_late)
+    try:
+        outcome = call.result(deadline.remaining())
+    except BaseException:  # KeyboardInterrupt while waiting: give up, as at the deadline
+        call.abandon()
+        raise
+    if not outcome.done:
+        if call.abandon():
+            raise Expired(name)
+        outcome = call.result(0)
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.value  # type: ignore[return-value]

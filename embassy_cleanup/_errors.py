@@ -90,14 +90,41 @@ class LaunchError(EmbassyCleanupError, RuntimeError):
     """Chrome or chromedriver could not be started.
 
     Whatever had already started was torn down before this was raised;
-    ``report`` holds that teardown's report.
+    ``report`` holds that teardown's report.  ``component`` names what did
+    not become ready (``"driver"``, ``"browser"``, ``"shell"``, ``"display"``,
+    ``"grid"``), ``output`` holds the last lines chromedriver and the browser
+    wrote, and ``hint`` a likely cause and fix when one is known.
     """
 
     __module__ = "embassy_cleanup"
+    path: str | None
     report: CleanupReport | None
+    component: str | None
+    output: tuple[str, ...]
+    hint: str | None
 
-    def __init__(self, msg: str, *, path: str | None = None, report: CleanupReport | None = None) -> None:
-        super().__init__(msg, path=path, report=report)
+    def __init__(
+        self,
+        msg: str,
+        *,
+        path: str | None = None,
+        report: CleanupReport | None = None,
+        component: str | None = None,
+        output: Sequence[str] = (),
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(msg, path=path, report=report, component=component, output=tuple(output), hint=hint)
+
+    def __str__(self) -> str:
+        shown = {k: v for k, v in self.details.items() if v is not None and k in ("path", "component")}
+        lines = [f"{self.msg} ({', '.join(f'{k}={v!r}' for k, v in shown.items())})" if shown else self.msg]
+        output = self.details.get("output") or ()
+        if output:
+            lines.append("  last output of chromedriver and the browser:")
+            lines += [f"    | {line}" for line in output]
+        if self.details.get("hint"):
+            lines.append(f"  hint: {self.details['hint']}")
+        return "\n".join(lines)
 
 
 class GridError(EmbassyCleanupError, OSError):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import socket
 import urllib.parse
 from dataclasses import dataclass, field
@@ -328,7 +329,6 @@ def render(inv: GridInventory) -> list[str]:
         )
     if not inv.trees:
         lines.append("(no Chrome tree of this Grid on this host)")
-    lines.append(
-        "healthy" if not inv.orphans else "ORPHANS FOUND: run 'embassy-cleanup clean --grid URL' to kill them"
-    )
+    hint = f"embassy-cleanup clean --grid {shlex.quote(inv.url)}"  # the user's URL, not a placeholder
+    lines.append("healthy" if not inv.orphans else f"ORPHANS FOUND: run '{hint}' to kill them")
     return lines

@@ -12,9 +12,12 @@ markers, never by its name:
 ``foreign``  carries no marker of ours: started by someone else;
 ``zombie``   exited, not yet reaped (listed with its parent).
 
-Stale dirs are our session roots whose owner is dead, and Chromium's own
-litter in the temp dir (``org.chromium.Chromium.*``, ``.org.chromium.*``,
-``.com.google.Chrome.*``, ``scoped_dir*``) that no live process uses.
+Stale dirs are our session roots whose owner is dead: a leak.  Litter is
+Chromium's own dirs in the temp dir (``org.chromium.Chromium.*``,
+``.org.chromium.*``, ``.com.google.Chrome.*``, ``scoped_dir*``) that no live
+process uses: no session of ours owns them (plain Selenium leaves them after a
+correct ``quit()``), so they are listed apart and are a leak only when asked
+for (``strict``).
 
 Nothing here signals or deletes; ``_clean`` acts on an inventory.
 """
@@ -33,8 +36,9 @@ import psutil
 from . import _platform, _records
 from ._ownership import ENV_MARKER, OWNER_MARKER, ROOT_PREFIX, is_chrome_family, marked_owner_alive
 
-#: The JSON schema version of :meth:`Inventory.to_dict`.
-SCHEMA_VERSION = 1
+#: The JSON schema version of :meth:`Inventory.to_dict` (2: Chromium's litter
+#: moved from ``stale_dirs`` to ``litter``, and ``strict`` was added).
+SCHEMA_VERSION = 2
 
 _SID_IN_PATH = re.compile(re.escape(ROOT_PREFIX) + r"([0-9a-f]{12})")
 _CHROMIUM_LITTER = re.compile(r"^(\.?org\.chromium\.Chromium\.|\.com\.google\.Chrome\.|scoped_dir)")
@@ -94,7 +98,7 @@ class SessionInfo:
 @dataclass
 class StaleDir:
     path: str
-    kind: str  # "session" (ours, owner dead) or "chromium" (Chromium's own litter)
+    kind: str  # "session" (ours, owner dead: in stale_dirs) or "chromium" (Chromium's own: in litter)
     age_s: float
     size_bytes: int
 
@@ -109,13 +113,14 @@ class StaleDir:
 
 @dataclass
 class Inventory:
-    """What ``embassy-cleanup diagnose`` shows; ``leaks`` decides its exit status."""
+    """What ``embassy-cleanup diagnose`` shows; :meth:`healthy` decides its exit status."""
 
     temp_dir: str
     processes: list[ProcInfo]
     sessions: list[SessionInfo]
-    stale_dirs: list[StaleDir]
+    stale_dirs: list[StaleDir]  # our sessions' dirs whose owner is dead
     took_s: float = 0.0
+    litter: list[StaleDir] = field(default_factory=list)  # Chromium's own unused dirs
 
     def by_class(self, cls: str) -> list[ProcInfo]:
         return [p for p in self.processes if p.cls == cls]
@@ -126,8 +131,12 @@ class Inventory:
 
     @property
     def leaks(self) -> bool:
-        """Orphans, zombies of ours, or stale dirs: something to clean."""
+        """Orphans, zombies of ours, or stale session dirs: something of ours to clean."""
         return bool(self.by_class("orphan") or self.zombies_of_ours or self.stale_dirs)
+
+    def healthy(self, strict: bool = False) -> bool:
+        """No leak of ours; with ``strict``, no litter either."""
+        return not self.leaks and not (strict and self.litter)
 
     def totals(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -145,24 +154,31 @@ class Inventory:
             "count": len(self.stale_dirs),
             "size_bytes": sum(d.size_bytes for d in self.stale_dirs),
         }
+        out["litter"] = {
+            "count": len(self.litter),
+            "size_bytes": sum(d.size_bytes for d in self.litter),
+        }
         out["sessions"] = {
             "live": sum(1 for s in self.sessions if s.owner_alive),
             "orphaned": sum(1 for s in self.sessions if not s.owner_alive),
         }
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        """The documented, stable JSON schema (docs/cli.md)."""
+    def to_dict(self, strict: bool = False) -> dict[str, Any]:
+        """The documented, stable JSON schema (docs/cli.md); ``healthy`` as
+        :meth:`healthy` with ``strict``."""
         return {
             "schema": SCHEMA_VERSION,
             "temp_dir": self.temp_dir,
-            "healthy": not self.leaks,
+            "healthy": self.healthy(strict),
+            "strict": strict,
             "sessions": [s.to_dict() for s in self.sessions],
             "orphans": [p.to_dict() for p in self.by_class("orphan")],
             "foreign": [p.to_dict() for p in self.by_class("foreign")],
             "zombies": [dict(p.to_dict(), ours=p.session_id is not None) for p in self.by_class("zombie")],
             "session_processes": [p.to_dict() for p in self.by_class("session")],
             "stale_dirs": [d.to_dict() for d in self.stale_dirs],
+            "litter": [d.to_dict() for d in self.litter],
             "totals": self.totals(),
             "took_s": round(self.took_s, 4),
         }
@@ -366,6 +382,7 @@ def take_inventory(
             p.session_id = None
 
     stale: list[StaleDir] = []
+    litter: list[StaleDir] = []
     now = time.time()
     for s in sessions.values():
         if not s.owner_alive and s.root and os.path.isdir(s.root):
@@ -390,7 +407,7 @@ def take_inventory(
         prefix = path + os.sep
         if any(u == path or u.startswith(prefix) for u in used_paths | sockets):
             continue
-        stale.append(StaleDir(path, "chromium", now - st.st_mtime, _dir_size(path)))
+        litter.append(StaleDir(path, "chromium", now - st.st_mtime, _dir_size(path)))
 
     return Inventory(
         temp_dir=base,
@@ -398,4 +415,5 @@ def take_inventory(
         sessions=sorted(sessions.values(), key=lambda s: s.session_id),
         stale_dirs=sorted(stale, key=lambda d: d.path),
         took_s=time.monotonic() - t0,
+        litter=sorted(litter, key=lambda d: d.path),
     )

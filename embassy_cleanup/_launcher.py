@@ -7,6 +7,13 @@ litter) and ``XDG_CONFIG_HOME``/``XDG_CACHE_HOME`` (crashpad's database,
 which would otherwise grow in ``~/.config/chromium/Crash Reports``).
 chromedriver is started in a new session with ``EMBASSY_CLEANUP_SESSION`` in
 its environment, and is recorded the moment it exists.
+
+The whole start is bounded by ``start_timeout`` (:mod:`._clock`): a
+LaunchError names what was not ready (``component``: the driver did not
+listen, the browser did not open DevTools, the shell or Xvfb did not come
+up) and quotes the last lines chromedriver and the browser wrote
+(:mod:`._evidence`).  ``options=`` reaches the session whole
+(:func:`copy_user_options`).
 """
 
 from __future__ import annotations
@@ -14,21 +21,33 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import _platform
+from ._clock import Budget, Expired, run_bounded
 from ._errors import ConfigError, DriverNotFoundError, LaunchError
-from ._options import SessionOptions
+from ._evidence import (
+    OUTPUT_FILE,
+    TAIL_LINES,
+    OutputCapture,
+    driver_log_args,
+    driver_log_path,
+    hint_for,
+    not_chrome_hint,
+    tail_of_file,
+)
+from ._options import DEFAULT_START_TIMEOUT, SessionOptions
 from ._ownership import ENV_MARKER, OWNER_MARKER, ROOT_PREFIX, owner_marker
 from ._presets import SHELL_FALLBACK, SHELL_PRESETS, merge_flags, preset_flags
+from ._xvfb import start_xvfb
 
 if TYPE_CHECKING:  # pragma: no cover
-    import subprocess
-
     from selenium.webdriver.chrome.webdriver import WebDriver
 
 log = logging.getLogger("embassy_cleanup")
@@ -44,8 +63,6 @@ SHELL_PATHS = (
     "/opt/google/chrome-headless-shell/chrome-headless-shell",
 )
 SHELL_NAMES = ("chrome-headless-shell", "chromium-headless-shell")
-#: How long the headless shell may take to open its DevTools port.
-SHELL_START_TIMEOUT = 30.0
 #: The switches chromedriver 156 adds when it launches a browser itself
 #: (read off the browser's command line), minus its logging ones: the
 #: headless shell, which the session launches, gets them too, so a page
@@ -83,13 +100,15 @@ def _check_executable(path: str, source: str, what: str, fix: str) -> str:
     return path
 
 
-def resolve_driver(explicit: str | None) -> tuple[str, str]:
+def resolve_driver(explicit: str | None, binary: str | None = None) -> tuple[str, str]:
     """Find chromedriver; return ``(path, where it came from)``.
 
     Order: ``driver_path=``, ``$CHROMEDRIVER_PATH``, ``chromedriver`` on
-    ``PATH``, Selenium Manager, webdriver-manager (when installed).  An
-    explicit path or environment variable that is wrong is an error at once:
-    silently falling back would run a driver the user did not ask for.
+    ``PATH``, Selenium Manager, webdriver-manager (when installed; it is asked
+    for the driver of ``binary``'s version, see
+    :func:`driver_from_webdriver_manager`).  An explicit path or environment
+    variable that is wrong is an error at once: silently falling back would
+    run a driver the user did not ask for.
     """
     fix = "install chromium-driver (Debian) or pass driver_path="
     if explicit is not None:
@@ -116,15 +135,10 @@ def resolve_driver(explicit: str | None) -> tuple[str, str]:
     except Exception as err:  # it raises many kinds; we only report them
         tried.append(("Selenium Manager", str(err).splitlines()[0] if str(err) else repr(err)))
 
-    try:
-        from webdriver_manager.chrome import ChromeDriverManager  # type: ignore[import-not-found]
-    except ImportError:
-        tried.append(("webdriver-manager", "not installed"))
-    else:
-        try:
-            return ChromeDriverManager().install(), "webdriver-manager"
-        except Exception as err:
-            tried.append(("webdriver-manager", str(err).splitlines()[0]))
+    wdm_path, outcome = driver_from_webdriver_manager(binary)
+    if wdm_path is not None:
+        return wdm_path, outcome
+    tried.append(("webdriver-manager", outcome))
 
     raise DriverNotFoundError(f"chromedriver not found; {fix}", tried=tried)
 
@@ -146,6 +160,168 @@ def resolve_binary(explicit: str | None, from_options: str | None = None) -> str
         if found:
             return found
     return None
+
+
+# -- webdriver-manager ----------------------------------------------------
+#: Seconds ``<binary> --version`` and ``<driver> --version`` may take.
+VERSION_TIMEOUT = 10.0
+#: webdriver-manager's browser types (``ChromeType.CHROMIUM``/``GOOGLE``) by value.
+WDM_CHROMIUM = "chromium"
+WDM_GOOGLE = "google-chrome"
+_VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+@dataclass(frozen=True)
+class BrowserVersion:
+    """What ``<binary> --version`` printed.
+
+    ``kind`` is webdriver-manager's browser type (:data:`WDM_CHROMIUM` or
+    :data:`WDM_GOOGLE`); ``build`` is the first three parts of the version,
+    which is what webdriver-manager matches a driver by (its own version
+    probe reads three parts too); ``full`` is the whole version; ``line`` the
+    line it came from."""
+
+    kind: str
+    build: str
+    full: str
+    line: str
+
+
+def read_browser_version(binary: str) -> BrowserVersion | None:
+    """Run ``binary --version`` and read which browser and version it is.
+
+    None when it does not say (not a Chrome, it failed, it took longer than
+    :data:`VERSION_TIMEOUT`), and on Windows, where ``chrome.exe --version``
+    opens a browser window instead of printing (webdriver-manager then reads
+    the version from the registry itself)."""
+    if _platform.PLATFORM == "windows":
+        return None
+    try:
+        out = subprocess.run(
+            [binary, "--version"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # Debian's wrapper script prints noise there
+            timeout=VERSION_TIMEOUT,
+            check=False,
+        ).stdout.decode("utf-8", "replace")
+    except (OSError, subprocess.SubprocessError) as err:
+        log.debug("%s --version: %r", binary, err)
+        return None
+    for line in out.splitlines():
+        m = _VERSION.search(line)
+        if m:
+            name = line[: m.start()].lower()
+            kind = WDM_CHROMIUM if "chromium" in name else WDM_GOOGLE
+            return BrowserVersion(kind, ".".join(m.group(1, 2, 3)), m.group(0), line.strip())
+    return None
+
+
+def _major(version: str | None) -> str | None:
+    m = _VERSION.search(version or "")
+    return m.group(1) if m else None
+
+
+def read_driver_version(path: str) -> str | None:
+    """``ChromeDriver 156.0.8078.114`` from ``path --version``, or None."""
+    try:
+        out = subprocess.run(
+            [path, "--version"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            timeout=VERSION_TIMEOUT,
+            check=False,
+        ).stdout.decode("utf-8", "replace")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    first = out.strip().splitlines()[0] if out.strip() else ""
+    return first.split(" (")[0] or None
+
+
+class PinnedBrowserVersion:
+    """webdriver-manager's ``OperationSystemManager`` with the browser version
+    fixed to the one our binary reported.
+
+    webdriver-manager would otherwise find the version itself by running
+    ``chromium``/``google-chrome`` from PATH, which need not be the binary the
+    session starts.  Everything else is delegated to the real manager."""
+
+    def __init__(self, inner: Any, kind: str, build: str) -> None:
+        self._inner = inner
+        self._kind = kind
+        self._build = build
+
+    def get_browser_version_from_os(self, browser_type: str | None = None) -> str | None:
+        if browser_type in (None, self._kind):
+            return self._build
+        return self._inner.get_browser_version_from_os(browser_type)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def driver_from_webdriver_manager(binary: str | None) -> tuple[str | None, str]:
+    """Ask webdriver-manager for the chromedriver that matches ``binary``.
+
+    The browser's kind and version come from ``binary --version``: for
+    Chromium it asks with ``ChromeType.CHROMIUM``, for Google Chrome with
+    ``ChromeType.GOOGLE``, and in both cases for the driver of that browser
+    build (not the latest release).  Without a readable version (no binary,
+    Windows, an unexpected output) it asks for webdriver-manager's default,
+    the latest Google chromedriver (Chromium by type when the path says
+    ``chromium``), and says so.
+
+    Returns ``(path, source)`` when it got a driver, ``(None, reason)`` when
+    not (not installed, offline, no such version); both name what was asked
+    for, and both are logged.
+    """
+    # Imported here, not at the top: webdriver-manager is optional, and
+    # importing it loads a .env file from the working directory into
+    # os.environ (python-dotenv), which importing embassy_cleanup must not do.
+    try:
+        from webdriver_manager.chrome import ChromeDriverManager  # type: ignore[import-not-found]
+        from webdriver_manager.core.os_manager import OperationSystemManager  # type: ignore[import-not-found]
+    except ImportError:
+        return None, "not installed"
+    browser = read_browser_version(binary) if binary is not None else None
+    if browser is not None:
+        asked = (
+            f"the chromedriver for {browser.kind} {browser.build} (from {binary} --version: {browser.line!r})"
+        )
+        pinned = PinnedBrowserVersion(OperationSystemManager(), browser.kind, browser.build)
+        manager = ChromeDriverManager(
+            chrome_type=browser.kind,
+            os_system_manager=pinned,  # type: ignore[arg-type]  # duck-typed: delegates the rest
+        )
+    else:
+        kind = WDM_CHROMIUM if binary is not None and "chromium" in os.path.basename(binary).lower() else None
+        why = "no Chrome binary found" if binary is None else f"{binary} --version gave no version"
+        asked = f"webdriver-manager's default chromedriver for {kind or WDM_GOOGLE} ({why})"
+        manager = ChromeDriverManager(chrome_type=kind) if kind else ChromeDriverManager()
+    log.info("webdriver-manager: asking for %s", asked)
+    try:
+        path = manager.install()
+    except Exception as err:  # offline, no such version, a broken cache: report, never crash here
+        text = str(err).strip()
+        reason = f"asked for {asked}: {text.splitlines()[0] if text else repr(err)}"
+        log.warning("webdriver-manager: %s", reason)
+        return None, reason
+    got = read_driver_version(path)
+    log.info("webdriver-manager: got %s (%s)", path, got or "version unreadable")
+    source = f"webdriver-manager, {got or 'chromedriver'} for " + (
+        f"{browser.kind} {browser.build}" if browser is not None else "the default browser"
+    )
+    if browser is not None and _major(got) not in (None, _major(browser.build)):
+        log.warning(
+            "webdriver-manager returned %s (%s) for %s %s: the major versions differ and chromedriver "
+            "will likely refuse the browser; clear webdriver-manager's cache (~/.wdm) or pass driver_path=",
+            path,
+            got,
+            browser.kind,
+            browser.full,
+        )
+    return path, source
 
 
 def _is_elf(path: str) -> bool:
@@ -270,9 +446,54 @@ def chrome_arguments(opts: SessionOptions, profile_dir: str, shell: bool = False
     if _platform.dev_shm_too_small():
         auto.append("--disable-dev-shm-usage")
     start = list(opts.options.arguments) if opts.options is not None else []
-    return merge_flags(
-        start, preset_flags(opts.preset), auto, list(opts.extra_args), [f"--user-data-dir={profile_dir}"]
-    )
+    preset = preset_flags(opts.preset)
+    if wants_extensions(opts):
+        # The preset's --disable-extensions would make Chrome ignore the
+        # extensions of options= without a word (a measured "None" instead
+        # of the content script's mark): the user's explicit choice wins.
+        preset = [f for f in preset if f != "--disable-extensions"]
+    return merge_flags(start, preset, auto, list(opts.extra_args), [f"--user-data-dir={profile_dir}"])
+
+
+def wants_extensions(opts: SessionOptions) -> bool:
+    """Whether ``options=`` or ``extra_args`` load an extension."""
+    args = list(opts.extra_args) + (list(opts.options.arguments) if opts.options is not None else [])
+    has_files = opts.options is not None and bool(opts.options.extensions)
+    return has_files or any(a.startswith("--load-extension=") for a in args)
+
+
+# -- what the user set on options= ---------------------------------------------------
+#: Keys of ``goog:chromeOptions`` the session sets itself: the flags are merged
+#: by :func:`chrome_arguments`, the binary is resolved by :func:`resolve_binary`.
+_MERGED_CHROME_KEYS = frozenset({"args", "binary"})
+
+
+def copy_user_options(target: Any, user: Any, *, chrome_options: bool = True) -> Any:
+    """Copy onto ``target`` (a fresh ChromeOptions) everything set on ``user``.
+
+    Every capability (``acceptInsecureCerts``, ``goog:loggingPrefs``,
+    ``unhandledPromptBehavior``, ``pageLoadStrategy``, ``timeouts``,
+    ``proxy`` ...) and, with ``chrome_options``, every ``goog:chromeOptions``
+    entry (prefs, experimental options, encoded extensions, mobile
+    emulation) but the flags and the binary, which the caller sets.  Read
+    through ``to_capabilities()``, Selenium's own serialisation, so a
+    setting added in a later Selenium is carried too.
+    """
+    if user is None:
+        return target
+    caps = user.to_capabilities()
+    key = getattr(user, "KEY", "goog:chromeOptions")
+    for name, value in caps.items():
+        if name != key:
+            target.set_capability(name, value)
+    if chrome_options:
+        for name, value in (caps.get(key) or {}).items():
+            if name == "extensions":
+                for ext in value:
+                    target.add_encoded_extension(ext)
+            elif name not in _MERGED_CHROME_KEYS:
+                target.add_experimental_option(name, value)
+    return target
 
 
 # -- starting -------------------------------------------------------------
@@ -281,7 +502,8 @@ def _service_class() -> type:
 
     class OwnedService(Service):  # type: ignore[misc]
         """A chromedriver Service that reports its process the moment it exists,
-        so a failure while waiting for it to answer still leaves it recorded."""
+        so a failure while waiting for it to answer still leaves it recorded,
+        and that waits for it to listen only until the start's deadline."""
 
         on_spawn: Callable[[subprocess.Popen[bytes]], Any] | None = None
 
@@ -299,13 +521,33 @@ def _service_class() -> type:
             return bool(utils.is_connectable(self.port, host="127.0.0.1"))
 
         def start(self) -> None:
+            """No-op once :meth:`start_within` ran (``webdriver.Chrome`` calls it)."""
+            if getattr(self, "process", None) is None:
+                self.start_within(Budget(DEFAULT_START_TIMEOUT))
+
+        def start_within(self, deadline: Budget) -> int | None:
+            """Spawn chromedriver and wait until it listens; return None, or
+            its exit status when it exited first.  Raises :class:`Expired`
+            at ``deadline``.  Selenium's own wait is 70 polls (~33 s), and
+            takes an exit status of 0 for "still running"."""
             try:
-                super().start()
+                self._start_process(self.path)
             finally:
                 proc = getattr(self, "process", None)
                 if proc is not None and self.on_spawn is not None:
                     self.on_spawn(proc)
                     self.on_spawn = None
+            delay = 0.005
+            while True:
+                code = self.process.poll()
+                if code is not None:
+                    return int(code)
+                if self.is_connectable():
+                    return None
+                if deadline.expired():
+                    raise Expired("chromedriver")
+                time.sleep(min(delay, deadline.remaining()))
+                delay = min(delay * 2, 0.1)
 
     return OwnedService
 
@@ -320,26 +562,115 @@ def webdriver_reason(err: Any) -> str:
     return "; ".join(ln.split("; For documentation")[0] for ln in lines[:2]) or repr(err)
 
 
-def _chromedriver_session(
-    opts: SessionOptions,
-    session_id: str,
-    paths: SessionPaths,
-    driver_path: str,
-    options: Any,
-    on_spawn: Callable[[Any], object],
-) -> tuple[WebDriver, Any]:
-    """Start chromedriver (in its own session, with our environment) and a
-    WebDriver session on it; ``on_spawn`` records chromedriver's Popen.
-    Returns the driver and its Service."""
-    from selenium import webdriver
+def _close_connection(driver: Any) -> None:
+    """``on_late`` for a new-session call given up on: the session's processes
+    are being killed, so only the HTTP connection is left to close."""
+    driver.command_executor.close()
 
-    service = _service_class()(
-        executable_path=driver_path,
-        env=child_env(opts, session_id, paths),
-        popen_kw=_platform.new_session_popen_kw(),
-    )
-    service.on_spawn = on_spawn
-    return webdriver.Chrome(service=service, options=options), service
+
+@dataclass
+class _Start:
+    """One start in progress: what every step needs to wait and to report."""
+
+    opts: SessionOptions
+    session_id: str
+    paths: SessionPaths
+    driver_path: str
+    deadline: Budget
+    capture: OutputCapture
+    driver_log: str | None
+
+    def output(self) -> list[str]:
+        """The last lines chromedriver and the browser wrote (from the verbose
+        log when one is kept: chromedriver then writes the browser's stderr there)."""
+        lines = self.capture.lines()
+        if self.driver_log:
+            lines = (lines + tail_of_file(self.driver_log))[-TAIL_LINES:]
+        return lines
+
+    def bound(self) -> str:
+        return f"{self.deadline.seconds:g} s (start_timeout={self.deadline.seconds:g})"
+
+    def error(
+        self,
+        msg: str,
+        component: str,
+        path: str | None,
+        reason: str = "",
+        fallback_hint: Callable[[list[str]], str | None] | None = None,
+    ) -> LaunchError:
+        """A LaunchError carrying the output and, for a known cause, a hint."""
+        output = self.output()
+        env_display = self.opts.env.get("DISPLAY", os.environ.get("DISPLAY"))
+        hint = hint_for(
+            "\n".join([reason, self.capture.text(), *output]),
+            headless=self.opts.headless,
+            display=env_display,
+        )
+        if hint is None and fallback_hint is not None:
+            hint = fallback_hint(output)
+        if self.driver_log:
+            msg += f"; chromedriver's verbose log: {self.driver_log}"
+        return LaunchError(msg, path=path, component=component, output=output, hint=hint)
+
+    def driver_service(self) -> Any:
+        """A chromedriver Service writing into the capture, started (it listens)."""
+        service = _service_class()(
+            executable_path=self.driver_path,
+            env=child_env(self.opts, self.session_id, self.paths),
+            popen_kw=_platform.new_session_popen_kw(),
+            # a file object, not the int fd: Service.stop() os.close()s an int
+            log_output=os.fdopen(self.capture.writer, "wb", closefd=False),
+            service_args=driver_log_args(self.driver_log),
+        )
+        return service
+
+    def start_service(self, service: Any, on_spawn: Callable[[Any], object]) -> None:
+        """Start chromedriver; LaunchError naming it when it exits or does not listen in time."""
+        service.on_spawn = on_spawn
+        where = f"127.0.0.1:{service.port}"
+        try:
+            code = service.start_within(self.deadline)
+        except Expired:
+            raise self.error(
+                f"chromedriver {self.driver_path!r} did not listen on {where} within {self.bound()}",
+                "driver",
+                self.driver_path,
+                fallback_hint=self._not_chromedriver,
+            ) from None
+        except OSError as err:
+            raise self.error(
+                f"chromedriver {self.driver_path!r} did not start: {err.strerror or err}",
+                "driver",
+                self.driver_path,
+            ) from err
+        if code is not None:
+            raise self.error(
+                f"chromedriver {self.driver_path!r} exited with status {code} before it listened on {where}",
+                "driver",
+                self.driver_path,
+                fallback_hint=self._not_chromedriver,
+            )
+
+    def _not_chromedriver(self, output: list[str]) -> str | None:
+        if any("ChromeDriver" in ln for ln in output):
+            return None
+        return (
+            f"{self.driver_path!r} wrote nothing chromedriver writes at start; is it chromedriver? "
+            f"'{self.driver_path} --version' should print 'ChromeDriver ...'; pass driver_path= the "
+            "driver (Debian: /usr/bin/chromedriver from chromium-driver)"
+        )
+
+    def new_session(self, service: Any, options: Any) -> WebDriver:
+        """The WebDriver session, abandoned at the deadline (:class:`Expired`)."""
+        from selenium import webdriver
+
+        return run_bounded(
+            lambda: webdriver.Chrome(service=service, options=options),
+            self.deadline,
+            f"embassy-cleanup-start-{self.session_id}",
+            on_late=_close_connection,
+        )
 
 
 def start_driver(
@@ -349,36 +680,50 @@ def start_driver(
     driver_path: str,
     binary: str | None,
     on_spawn: Callable[[subprocess.Popen[bytes]], Any],
+    start: _Start | None = None,
 ) -> tuple[WebDriver, Any]:
     """Start chromedriver and Chrome; return ``(driver, service)``.
 
-    Raises LaunchError with chromedriver's own words when Chrome does not
-    start; the caller tears down whatever was started.
+    Raises LaunchError with chromedriver's own words and the browser's output
+    when Chrome does not start, or names what was not ready when
+    ``start_timeout`` passes; the caller tears down whatever was started.
     """
     from selenium import webdriver
     from selenium.common.exceptions import WebDriverException
 
-    options = webdriver.ChromeOptions()
-    if opts.options is not None:
-        for key, value in opts.options.experimental_options.items():
-            options.add_experimental_option(key, value)
-        for ext in opts.options.extensions:
-            options.add_encoded_extension(ext)
-        options.page_load_strategy = opts.options.page_load_strategy
+    if start is None:
+        start = _new_start(opts, session_id, paths, driver_path, Budget(opts.start_timeout))
+    options = copy_user_options(webdriver.ChromeOptions(), opts.options)
     for arg in chrome_arguments(opts, paths.profile):
         options.add_argument(arg)
     if binary is not None:
         options.binary_location = binary
+    shown = f"binary={options.binary_location or 'chromedriver default'!r}, driver={driver_path!r}"
 
+    service = start.driver_service()
+    start.start_service(service, on_spawn)
     try:
-        driver, service = _chromedriver_session(opts, session_id, paths, driver_path, options, on_spawn)
+        driver = start.new_session(service, options)
+    except Expired:
+        opened = read_devtools_port(paths.profile) is not None
+        what = (
+            "Chrome opened DevTools, but chromedriver did not create the session"
+            if opened
+            else "Chrome did not open DevTools"
+        )
+        raise start.error(
+            f"{what} within {start.bound()} ({shown})", "browser", options.binary_location or None
+        ) from None
     except WebDriverException as err:
         reason = webdriver_reason(err)
-        raise LaunchError(
-            f"Chrome did not start: {reason}"
-            f" (binary={options.binary_location or 'chromedriver default'!r}, "
-            f"driver={driver_path!r}); check the binary and the flags in extra_args",
-            path=options.binary_location or None,
+        raise start.error(
+            f"Chrome did not start: {reason} ({shown}); check the binary and the flags in extra_args",
+            "browser",
+            options.binary_location or None,
+            reason=reason,
+            fallback_hint=lambda output: (
+                not_chrome_hint(options.binary_location, output) if "exited" in reason else None
+            ),
         ) from err
     return driver, service
 
@@ -405,6 +750,14 @@ class Launched:
     devtools_port: int | None
     shell: subprocess.Popen[bytes] | None = None
     fallback_reason: str | None = None
+    display: str | None = None  # the Xvfb display (":7") with virtual_display=True
+
+
+def _new_start(
+    opts: SessionOptions, session_id: str, paths: SessionPaths, driver_path: str, deadline: Budget
+) -> _Start:
+    capture = OutputCapture(os.path.join(paths.root, OUTPUT_FILE))
+    return _Start(opts, session_id, paths, driver_path, deadline, capture, driver_log_path(session_id))
 
 
 def start_session(
@@ -415,20 +768,59 @@ def start_session(
     binary: str | None,
     on_spawn: Callable[[subprocess.Popen[bytes]], Any],
     on_browser: Callable[[subprocess.Popen[bytes]], Any],
+    started_at: float | None = None,
+    add_hook: Callable[[Any], object] | None = None,
 ) -> Launched:
-    """Start the browser and chromedriver for ``opts.preset``.
+    """Start the browser and chromedriver for ``opts.preset``, within
+    ``opts.start_timeout`` seconds of ``started_at`` (a ``time.monotonic()``).
 
     For a shell preset, the session starts the headless shell itself (it has
     no page target until it is given a URL, and chromedriver launching it
     fails with "unable to discover open pages"), then attaches chromedriver
-    through ``debuggerAddress``.  ``on_browser`` gets the shell's Popen the
-    moment it exists.  No shell installed: the ``"minimal"`` preset on the
-    Chrome binary, with a WARNING.
+    through ``debuggerAddress``.  ``on_browser`` gets the Popen of each
+    process the session starts itself (the shell, Xvfb) the moment it
+    exists.  No shell installed: the ``"minimal"`` preset on the Chrome
+    binary, with a WARNING.  ``add_hook`` gets the teardown hooks (the
+    output capture, the virtual display) as soon as they exist.
     """
+    start = _new_start(opts, session_id, paths, driver_path, Budget(opts.start_timeout, start=started_at))
+    hooks = add_hook if add_hook is not None else (lambda hook: None)
+    hooks(start.capture)
+    try:
+        display = None
+        if opts.virtual_display:
+            try:
+                vd = start_xvfb(
+                    child_env(opts, session_id, paths), start.capture.writer, on_browser, start.deadline
+                )
+            except LaunchError as err:  # quote what Xvfb wrote
+                raise start.error(err.msg, "display", err.path) from err
+            hooks(vd)
+            display = vd.display
+            opts = start.opts = dataclasses.replace(opts, env={**opts.env, "DISPLAY": display})
+        launched = _start_browser(opts, session_id, paths, driver_path, binary, on_spawn, on_browser, start)
+        launched.display = display
+        return launched
+    finally:
+        start.capture.close_writer()  # every child has its copy: EOF once they all exit
+
+
+def _start_browser(
+    opts: SessionOptions,
+    session_id: str,
+    paths: SessionPaths,
+    driver_path: str,
+    binary: str | None,
+    on_spawn: Callable[[subprocess.Popen[bytes]], Any],
+    on_browser: Callable[[subprocess.Popen[bytes]], Any],
+    start: _Start,
+) -> Launched:
     if opts.preset in SHELL_PRESETS:
         shell = resolve_headless_shell()
         if shell is not None:
-            return _start_shell_session(opts, session_id, paths, driver_path, shell, on_spawn, on_browser)
+            return _start_shell_session(
+                opts, session_id, paths, driver_path, shell, on_spawn, on_browser, start
+            )
         reason = (
             f"preset {opts.preset!r}: no headless shell found (${SHELL_ENV} not set, none of "
             f"{', '.join(SHELL_PATHS + SHELL_NAMES)}); using preset {SHELL_FALLBACK!r} on "
@@ -436,10 +828,10 @@ def start_session(
             "for about half the memory"
         )
         log.warning("session %s: %s", session_id, reason)
-        opts = dataclasses.replace(opts, preset=SHELL_FALLBACK)
-        driver, service = start_driver(opts, session_id, paths, driver_path, binary, on_spawn)
+        opts = start.opts = dataclasses.replace(opts, preset=SHELL_FALLBACK)
+        driver, service = start_driver(opts, session_id, paths, driver_path, binary, on_spawn, start)
         return Launched(driver, service, SHELL_FALLBACK, read_devtools_port(paths.profile), None, reason)
-    driver, service = start_driver(opts, session_id, paths, driver_path, binary, on_spawn)
+    driver, service = start_driver(opts, session_id, paths, driver_path, binary, on_spawn, start)
     return Launched(driver, service, opts.preset, read_devtools_port(paths.profile))
 
 
@@ -451,6 +843,7 @@ def _start_shell_session(
     shell: str,
     on_spawn: Callable[[subprocess.Popen[bytes]], Any],
     on_browser: Callable[[subprocess.Popen[bytes]], Any],
+    start: _Start,
 ) -> Launched:
     import subprocess
 
@@ -462,36 +855,45 @@ def _start_shell_session(
     # (never a port range of ours).  about:blank gives chromedriver a page.
     cmd = [shell, *[a for a in args if not a.startswith("--remote-debugging-port")]]
     cmd += ["--remote-debugging-port=0", "about:blank"]
-    log_path = os.path.join(paths.tmp, "headless-shell.log")
-    with open(log_path, "wb") as log_file:  # a pipe nobody reads could fill and block the shell
-        try:
-            popen = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-                env=child_env(opts, session_id, paths),
-                **_platform.new_session_popen_kw(),
-            )
-        except OSError as err:
-            raise LaunchError(
-                f"the headless shell {shell!r} did not start: {err.strerror or err}", path=shell
-            ) from err
-    on_browser(popen)
-    port = _wait_for_devtools(popen, paths.profile, shell, log_path)
-
-    options = webdriver.ChromeOptions()
-    options.debugger_address = f"127.0.0.1:{port}"
-    if opts.options is not None:
-        options.page_load_strategy = opts.options.page_load_strategy
     try:
-        driver, service = _chromedriver_session(opts, session_id, paths, driver_path, options, on_spawn)
+        popen = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=start.capture.writer,  # a pipe that is read: it never fills and blocks the shell
+            stderr=start.capture.writer,
+            env=child_env(opts, session_id, paths),
+            **_platform.new_session_popen_kw(),
+        )
+    except OSError as err:
+        raise start.error(
+            f"the headless shell {shell!r} did not start: {err.strerror or err}", "shell", shell
+        ) from err
+    on_browser(popen)
+    port = _wait_for_devtools(popen, paths.profile, shell, start)
+
+    # chromedriver only attaches: the session capabilities apply, the shell's
+    # flags were set above (validate() refuses chromeOptions the attach would drop)
+    options = copy_user_options(webdriver.ChromeOptions(), opts.options, chrome_options=False)
+    options.debugger_address = f"127.0.0.1:{port}"
+    service = start.driver_service()
+    start.start_service(service, on_spawn)
+    shown = f"shell={shell!r}, driver={driver_path!r}"
+    try:
+        driver = start.new_session(service, options)
+    except Expired:
+        raise start.error(
+            f"chromedriver did not attach to the headless shell on port {port} "
+            f"within {start.bound()} ({shown})",
+            "shell",
+            shell,
+        ) from None
     except WebDriverException as err:
         reason = webdriver_reason(err)
-        raise LaunchError(
-            f"chromedriver could not attach to the headless shell on port {port}: {reason} "
-            f"(shell={shell!r}, driver={driver_path!r})",
-            path=shell,
+        raise start.error(
+            f"chromedriver could not attach to the headless shell on port {port}: {reason} ({shown})",
+            "shell",
+            shell,
+            reason=reason,
         ) from err
     log.debug(
         "session %s: headless shell %s (pid %d) on DevTools port %d", session_id, shell, popen.pid, port
@@ -499,44 +901,40 @@ def _start_shell_session(
     return Launched(driver, service, opts.preset, port, popen)
 
 
-def _wait_for_devtools(popen: subprocess.Popen[bytes], profile_dir: str, shell: str, log_path: str) -> int:
+def _wait_for_devtools(popen: subprocess.Popen[bytes], profile_dir: str, shell: str, start: _Start) -> int:
     """The DevTools port once the shell has written it and has a page target;
     LaunchError with the shell's own last words if it exits or never does."""
-    deadline = time.monotonic() + SHELL_START_TIMEOUT
     delay = 0.002
     while True:
         port = read_devtools_port(profile_dir)
-        if port is not None and _has_page(port):
+        if port is not None and _has_page(port, start.deadline):
             return port
         code = popen.poll()
-        if code is not None or time.monotonic() >= deadline:
-            try:
-                with open(log_path, encoding="utf-8", errors="replace") as fh:
-                    tail = [ln.strip() for ln in fh.read().splitlines() if ln.strip()][-2:]
-            except OSError:
-                tail = []
+        exited = code is not None
+        if exited or start.deadline.expired():
             what = (
                 f"exited with status {code}"
                 if code is not None
-                else (f"opened no DevTools page within {SHELL_START_TIMEOUT:.0f} s")
+                else f"opened no DevTools page within {start.bound()}"
             )
-            raise LaunchError(
-                f"the headless shell {shell!r} {what}"
-                + (f": {' | '.join(tail)}" if tail else "")
-                + "; check the flags in extra_args",
-                path=shell,
+            raise start.error(
+                f"the headless shell {shell!r} {what}; check the flags in extra_args",
+                "shell",
+                shell,
+                fallback_hint=(lambda output: not_chrome_hint(shell, output)) if exited else None,
             )
-        time.sleep(delay)
+        time.sleep(min(delay, start.deadline.remaining()))
         delay = min(delay * 2, 0.05)
 
 
-def _has_page(port: int) -> bool:
+def _has_page(port: int, deadline: Budget) -> bool:
     """Whether the DevTools endpoint lists a page target yet."""
     import json
     import urllib.request
 
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=1) as resp:  # noqa: S310
+        timeout = max(0.05, min(1.0, deadline.remaining()))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=timeout) as resp:  # noqa: S310
             return any(t.get("type") == "page" for t in json.loads(resp.read()))
     except (OSError, ValueError):
         return False

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ._errors import ConfigError
 from ._presets import DEFAULT_PRESET, PRESETS, SHELL_PRESETS
+
+#: The default ``start_timeout``, in seconds: a cold Chrome on a loaded
+#: 2-CPU machine starts in 1-3 s; 30 s leaves room for a slow disk or a
+#: busy Grid while failing twice as fast as chromedriver's own 60 s wait.
+DEFAULT_START_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,22 @@ class SessionOptions:
     env: Mapping[str, str] = field(default_factory=dict)
     watchdog: bool = True
     remote_url: str | None = None  # a Selenium Grid: see _remote and docs/grid.md
+    start_timeout: float = DEFAULT_START_TIMEOUT
+    virtual_display: bool = False  # headed Chrome in an Xvfb the session starts: see _xvfb
+
+
+#: The Debian package that provides Xvfb, for ``virtual_display=True``.
+XVFB_PACKAGE = "xvfb"
+#: Flags the session must own: it creates the profile and talks to the browser
+#: over its own DevTools connection.  Chrome keeps the last of a repeated flag,
+#: so one passed by the user would silently win over the session's, or lose.
+OWNED_FLAGS = {
+    "--user-data-dir": (
+        "the session creates and removes its own profile dir; use temp_root= to choose where it goes"
+    ),
+    "--remote-debugging-port": "chromedriver picks the DevTools port; the session needs it to tear down",
+    "--remote-debugging-pipe": "chromedriver picks how it talks to the browser",
+}
 
 
 def check_bool(name: str, value: Any, allow_none: bool = False) -> Any:
@@ -64,6 +86,24 @@ def _check_path(name: str, value: Any) -> str | None:
     return str(path)
 
 
+def _check_owned_flag(arg: str, source: str) -> None:
+    """ConfigError for a flag the session owns, or for a page URL, in ``source``."""
+    if not arg.startswith("-"):
+        raise ConfigError(
+            f"{source} entry {arg!r} is not a Chrome flag: a page URL on the command line would "
+            "open a second first page; open pages with driver.get() once the session has started",
+            option=source,
+            value=arg,
+        )
+    key = arg.split("=", 1)[0]
+    if key in OWNED_FLAGS:
+        raise ConfigError(
+            f"{source} must not set {key}: {OWNED_FLAGS[key]}",
+            option=source,
+            value=arg,
+        )
+
+
 def validate(
     *,
     headless: Any = True,
@@ -79,6 +119,8 @@ def validate(
     env: Any = None,
     watchdog: Any = True,
     remote_url: Any = None,
+    start_timeout: Any = DEFAULT_START_TIMEOUT,
+    virtual_display: Any = False,
 ) -> SessionOptions:
     """Check every option; return them as a frozen :class:`SessionOptions`."""
     for name, flag in (
@@ -86,9 +128,11 @@ def validate(
         ("graceful", graceful),
         ("raise_on_leak", raise_on_leak),
         ("watchdog", watchdog),
+        ("virtual_display", virtual_display),
     ):
         check_bool(name, flag)
-    check_seconds("cleanup_timeout", cleanup_timeout)
+    cleanup_timeout = check_seconds("cleanup_timeout", cleanup_timeout)
+    start_timeout = check_seconds("start_timeout", start_timeout)
 
     if not isinstance(preset, str):
         raise TypeError(f"preset must be a string, got {type(preset).__name__}")
@@ -116,13 +160,7 @@ def validate(
                 option="extra_args",
                 value=arg,
             )
-        if arg.startswith("--user-data-dir"):
-            raise ConfigError(
-                "extra_args must not set --user-data-dir: the session creates and removes "
-                "its own profile dir; use temp_root= to choose where it goes",
-                option="extra_args",
-                value=arg,
-            )
+        _check_owned_flag(arg, "extra_args")
 
     if options is not None:
         from selenium.webdriver.chrome.options import Options as ChromeOptions
@@ -141,13 +179,15 @@ def validate(
                 value=sorted(options.experimental_options),
             )
         for arg in options.arguments:
-            if arg.startswith("--user-data-dir"):
-                raise ConfigError(
-                    "options must not set --user-data-dir: the session creates and removes "
-                    "its own profile dir; use temp_root= to choose where it goes",
-                    option="options",
-                    value=arg,
-                )
+            _check_owned_flag(arg, "options")
+        attach_to = options.debugger_address or options.experimental_options.get("debuggerAddress")
+        if attach_to:
+            raise ConfigError(
+                "options must not set debuggerAddress: the session starts its own browser; to "
+                "take charge of a browser that is already running, use embassy_cleanup.adopt()",
+                option="options",
+                value=attach_to,
+            )
 
     binary = _check_path("binary", binary)
     driver_path = _check_path("driver_path", driver_path)
@@ -167,6 +207,9 @@ def validate(
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError(f"env entries must be str to str, got {k!r}: {v!r}")
 
+    if virtual_display:
+        _check_virtual_display(headless, remote_url)
+
     if remote_url is not None:
         remote_url = check_remote_options(remote_url, driver_path=driver_path, env=env)
 
@@ -184,6 +227,8 @@ def validate(
         env=dict(env),
         watchdog=watchdog,
         remote_url=remote_url,
+        start_timeout=start_timeout,
+        virtual_display=virtual_display,
     )
 
 
@@ -222,3 +267,25 @@ def check_remote_options(url: Any, *, driver_path: Any, env: Any) -> str:
             value=dict(env),
         )
     return url.strip().rstrip("/")
+def _check_virtual_display(headless: bool, remote_url: Any) -> None:
+    if headless:
+        raise ConfigError(
+            "virtual_display=True runs headed Chrome in Xvfb, but headless=True needs no display; "
+            "pass headless=False with it, or drop virtual_display",
+            option="virtual_display",
+            value=True,
+        )
+    if remote_url is not None:
+        raise ConfigError(
+            "virtual_display=True cannot be used with remote_url=: the browser runs on the Grid "
+            "node, whose display is the node's",
+            option="virtual_display",
+            value=True,
+        )
+    if shutil.which("Xvfb") is None:
+        raise ConfigError(
+            f"virtual_display=True needs Xvfb, which is not installed (no Xvfb on PATH); install "
+            f"the Debian package {XVFB_PACKAGE} (apt-get install {XVFB_PACKAGE})",
+            option="virtual_display",
+            value=True,
+        )

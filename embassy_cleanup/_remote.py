@@ -33,8 +33,9 @@ import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
+from ._clock import Budget, Expired, run_bounded
 from ._errors import GridError, LaunchError
-from ._launcher import webdriver_reason
+from ._launcher import copy_user_options, webdriver_reason
 from ._options import SessionOptions
 from ._ownership import ProcessTracker
 from ._presets import merge_flags, preset_flags
@@ -151,15 +152,9 @@ def chrome_options(opts: SessionOptions, session_id: str) -> Any:
     """
     from selenium import webdriver
 
-    options = webdriver.ChromeOptions()
-    start: list[str] = []
-    if opts.options is not None:
-        start = list(opts.options.arguments)
-        for key, value in opts.options.experimental_options.items():
-            options.add_experimental_option(key, value)
-        for ext in opts.options.extensions:
-            options.add_encoded_extension(ext)
-        options.page_load_strategy = opts.options.page_load_strategy
+    # every capability and Chrome option of options= (issue #14), flags merged below
+    options = copy_user_options(webdriver.ChromeOptions(), opts.options)
+    start: list[str] = list(opts.options.arguments) if opts.options is not None else []
     auto = ["--headless=new"] if opts.headless else []
     for arg in merge_flags(start, preset_flags(opts.preset), auto, list(opts.extra_args)):
         options.add_argument(arg)
@@ -208,7 +203,8 @@ class RemoteKind:
 
         url = self.opts.remote_url
         assert url is not None
-        check_reachable(url)
+        deadline = Budget(self.opts.start_timeout)  # bounds /status and the new session
+        check_reachable(url, min(STATUS_TIMEOUT, max(0.05, deadline.remaining())))
         self.target = RemoteTarget(
             self.session_id,
             ProcessTracker(self.session_id, ""),  # nothing local to track
@@ -217,10 +213,22 @@ class RemoteKind:
             remote_url=url,
         )
         arm_finalizer()
+        options = chrome_options(self.opts, self.session_id)
         try:
-            driver = webdriver.Remote(
-                command_executor=url, options=chrome_options(self.opts, self.session_id)
+            driver = run_bounded(
+                lambda: webdriver.Remote(command_executor=url, options=options),
+                deadline,
+                f"embassy-cleanup-start-{self.session_id}",
+                on_late=_quit_late,  # a session the Grid made after we gave up is deleted at once
             )
+        except Expired:
+            raise LaunchError(
+                f"Selenium Grid at {url!r} did not answer the new-session request within "
+                f"{deadline.seconds:g} s (start_timeout={deadline.seconds:g}); check the Grid's free slots "
+                "and its new-session queue",
+                path=url,
+                component="grid",
+            ) from None
         except Exception as err:  # WebDriverException, urllib3 errors: all mean "no session"
             raise LaunchError(
                 f"Selenium Grid at {url!r} did not create a session: {webdriver_reason(err)}; check the "
@@ -231,6 +239,11 @@ class RemoteKind:
         self.target.commands = CommandGuard(driver, self.session_id)
         self.target.remote_session_id = driver.session_id
         return driver
+
+
+def _quit_late(driver: Any) -> None:
+    """``on_late`` for a new session that arrived after ``start_timeout``."""
+    driver.quit()
 
 
 # -- owner death: the watchdog's reaper ----------------------------------------------

@@ -23,7 +23,7 @@ import psutil
 from . import _launcher, _platform
 from ._errors import EmbassyCleanupError, LaunchError
 from ._lifecycle import Lifecycle, SessionHandle, run_off_loop
-from ._options import SessionOptions, validate
+from ._options import DEFAULT_START_TIMEOUT, SessionOptions, validate
 from ._ownership import OwnedProcess, ProcessTracker
 from ._presets import DEFAULT_PRESET, PresetName
 from ._records import OwnerLock, write_record
@@ -52,6 +52,9 @@ class LocalKind:
         self.opts = opts
         self.target: TeardownTarget | None = None
         self.lock: OwnerLock | None = None
+        #: What the launcher asks to run after the teardown (``.session_closed(kind)``:
+        #: the virtual display's socket file).
+        self.hooks: list[Any] = []
 
     def plan(self) -> tuple[TeardownTarget, Plan] | None:
         return (self.target, LOCAL_PLAN) if self.target is not None else None
@@ -65,6 +68,8 @@ class LocalKind:
             self.target.driver = None  # drop the WebDriver: nothing more to say to it
         if self.lock is not None:
             self.lock.release()
+        for hook in self.hooks:
+            hook.session_closed(self)
 
     def forget_in_child(self) -> None:
         # Closing the child's copy leaves the parent's lock in place (flock
@@ -148,8 +153,10 @@ class ChromeUltraAggressiveCleanup(SessionHandle):
             shell, about half the memory; falls back to ``"minimal"`` with a
             warning when it is not installed); see ``docs/usage.md``.
         extra_args: more Chrome flags, appended after the preset's.
-        options: a ``ChromeOptions`` to start from (its arguments, experimental
-            options, extensions and binary are kept).
+        options: a ``ChromeOptions`` to start from: every capability and
+            Chrome option set on it reaches the session (flags the session
+            owns, ``--user-data-dir`` and ``--remote-debugging-*``, and page
+            URLs are refused with :class:`ConfigError`).
         binary: the Chrome binary (default: ``$CHROME_BINARY``, then
             ``chromium``/``google-chrome`` on PATH).
         driver_path: chromedriver (default: ``$CHROMEDRIVER_PATH``, PATH,
@@ -166,6 +173,14 @@ class ChromeUltraAggressiveCleanup(SessionHandle):
             ``webdriver.Remote`` on it, deleted from the Grid at teardown and
             when this process dies (see ``docs/grid.md``).  ``binary`` is then
             a path on the node; ``driver_path`` and ``env`` do not apply.
+        start_timeout: the bound on the whole start in seconds (default 30):
+            chromedriver listening, the browser opening DevTools, the headless
+            shell's attach, a Grid's new session.  When it passes,
+            :class:`LaunchError` names what was not ready, after tearing down
+            what had started.
+        virtual_display: run headed Chrome (``headless=False``) in an Xvfb the
+            session starts on a free display and tears down with the rest
+            (needs the Debian package ``xvfb``).
     """
 
     _what = "embassy_cleanup session"
@@ -187,6 +202,8 @@ class ChromeUltraAggressiveCleanup(SessionHandle):
         env: Mapping[str, str] | None = None,
         watchdog: bool = True,
         remote_url: str | None = None,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+        virtual_display: bool = False,
     ) -> None:
         self.options = validate(
             headless=headless,
@@ -202,6 +219,8 @@ class ChromeUltraAggressiveCleanup(SessionHandle):
             env=env,
             watchdog=watchdog,
             remote_url=remote_url,
+            start_timeout=start_timeout,
+            virtual_display=virtual_display,
         )
         self.session_id = secrets.token_hex(6)
         self.raise_on_leak = self.options.raise_on_leak
@@ -275,7 +294,7 @@ class ChromeUltraAggressiveCleanup(SessionHandle):
                 self._lifecycle.register()
                 what = f"remote session {driver.session_id} on {self.options.remote_url}"
             else:
-                driver, what = self._start_local(kind)
+                driver, what = self._start_local(kind, t0)
         except BaseException as err:
             self._undo_start(err)
             raise
@@ -283,13 +302,13 @@ class ChromeUltraAggressiveCleanup(SessionHandle):
         log.info("session %s started in %.0f ms: %s", self.session_id, (time.monotonic() - t0) * 1000, what)
         return driver  # type: ignore[no-any-return]
 
-    def _start_local(self, kind: LocalKind) -> tuple[WebDriver, str]:
+    def _start_local(self, kind: LocalKind, t0: float) -> tuple[WebDriver, str]:
         opts = self.options
         # Resolve first: a bad driver or binary path fails before anything exists.
-        driver_path, driver_src = _launcher.resolve_driver(opts.driver_path)
         binary = _launcher.resolve_binary(
             opts.binary, opts.options.binary_location if opts.options is not None else None
         )
+        driver_path, driver_src = _launcher.resolve_driver(opts.driver_path, binary)  # binary: for wdm
         born_after = time.time()  # nothing older than this can carry our markers
         paths = _launcher.make_session_root(opts.temp_root, self.session_id)
         tracker = ProcessTracker(self.session_id, paths.root, born_after=born_after)
@@ -298,7 +317,15 @@ class ChromeUltraAggressiveCleanup(SessionHandle):
         self._arm_finalizer()
         self._crash_safety(kind)
         launched = _launcher.start_session(
-            opts, self.session_id, paths, driver_path, binary, tracker.adopt_leader, tracker.adopt_child
+            opts,
+            self.session_id,
+            paths,
+            driver_path,
+            binary,
+            tracker.adopt_leader,
+            tracker.adopt_child,
+            started_at=t0,
+            add_hook=kind.hooks.append,
         )
         driver, service = launched.driver, launched.service
         self.preset_used, self.preset_fallback_reason = launched.preset, launched.fallback_reason

@@ -1,8 +1,13 @@
-"""The ``embassy-cleanup`` command: demo, diagnose, clean, stress, watch.
+"""The ``embassy-cleanup`` command: demo, diagnose, clean, stress, watch, script.
 
 Tables and trees use rich on a terminal and plain aligned text otherwise, so
 the output pipes and greps cleanly.  Exit status: 0 healthy / done, 1 leaks
-found or something could not be cleaned, 2 usage or start-up error.
+found or something could not be cleaned, 2 usage or start-up error, 130
+interrupted (Ctrl-C).
+
+Options that make sense as a standing default read an environment variable
+(:data:`ENV_VARS`); an error in a value names where it came from, the flag or
+the variable.
 """
 
 from __future__ import annotations
@@ -10,12 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any, Sequence, cast
 
 import click
+from click.core import ParameterSource
 
 from . import __version__, _launcher
 from ._errors import EmbassyCleanupError
@@ -23,6 +31,68 @@ from ._presets import DEFAULT_PRESET, PRESETS, PresetName
 from ._report import CleanupReport
 
 EXIT_OK, EXIT_LEAKS, EXIT_USAGE = 0, 1, 2
+#: Ctrl-C (SIGINT): 128 + 2, the shells' convention; 1 would read as "leaks found".
+EXIT_INTERRUPTED = 130
+#: The first line of ``diagnose`` when nothing of ours is left behind.
+HEALTHY = "healthy"
+#: The start of the first line of ``diagnose`` when something of ours is left behind.
+LEAKS_FOUND = "LEAKS FOUND"
+#: ``diagnose`` prints the process trees without ``--tree`` only up to this many
+#: processes: on a shared host they would push everything else off the screen.
+TREE_AUTO_MAX = 20
+
+#: The environment variables that give options their default, by option.  Only
+#: settings that are safe as a standing default: never --all, --yes, --all-users,
+#: --dry-run, --grid or the output format.
+ENV_VARS = {
+    "verbose": "EMBASSY_CLEANUP_VERBOSE",
+    "quiet": "EMBASSY_CLEANUP_QUIET",
+    "temp_dir": "EMBASSY_CLEANUP_TEMP_DIR",
+    "older_than": "EMBASSY_CLEANUP_OLDER_THAN",
+    "strict": "EMBASSY_CLEANUP_STRICT",
+    "tree": "EMBASSY_CLEANUP_TREE",
+    "prom_path": "EMBASSY_CLEANUP_PROMETHEUS",
+    "no_memory": "EMBASSY_CLEANUP_NO_MEMORY",
+    "preset": "EMBASSY_CLEANUP_PRESET",
+    "cleanup_timeout": "EMBASSY_CLEANUP_CLEANUP_TIMEOUT",
+    "interval": "EMBASSY_CLEANUP_INTERVAL",
+    "duration": "EMBASSY_CLEANUP_DURATION",
+}
+
+
+class EnvOption(click.Option):
+    """An option whose default may come from its environment variable
+    (:data:`ENV_VARS`, shown in ``--help``), and whose errors name where the
+    bad value came from: the variable when it was read, else the flag."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.name in ENV_VARS:
+            self.envvar = ENV_VARS[self.name]
+            self.show_envvar = True
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        flags = " / ".join(f"'{opt}'" for opt in self.opts)
+        source = ctx.get_parameter_source(self.name) if ctx is not None and self.name else None
+        if source is ParameterSource.ENVIRONMENT:
+            return f"{self.envvar} (environment variable for {flags})"
+        return flags
+
+
+def option(*decls: str, **kwargs: Any) -> Any:
+    """``click.option`` with :class:`EnvOption`: every option of this CLI."""
+    return click.option(*decls, cls=EnvOption, **kwargs)
+
+
+def system_temp_dir_source() -> str:
+    """Where ``tempfile.gettempdir()`` got its answer, for a message: the
+    first of $TMPDIR, $TEMP, $TMP that it used, or its built-in list."""
+    base = os.path.abspath(tempfile.gettempdir())
+    for var in ("TMPDIR", "TEMP", "TMP"):
+        value = os.environ.get(var)
+        if value and os.path.abspath(value) == base:
+            return f"${var} (the system temp dir, the default of '--temp-dir')"
+    return "the system temp dir (the default of '--temp-dir')"
 
 
 # -- output ---------------------------------------------------------------
@@ -96,45 +166,111 @@ def render_report(report: CleanupReport) -> str:
 
 
 #: --temp-dir of diagnose, clean and watch: one definition, one meaning.
-_scope_option = click.option(
+_scope_option = option(
     "--temp-dir",
     type=click.Path(exists=True, file_okay=False),
     default=None,
-    help="Only sessions whose dir is in this dir, and Chromium's stale dirs in it (default: every "
-    "session of yours, and stale dirs in the system temp dir).",
+    help="Only sessions whose dir is in this dir, and Chromium's litter in it (default: every "
+    "session of yours, and litter in the system temp dir).",
 )
 
 
+# -- verbosity: -v/-q before or after the command ------------------------------
+_LOG_HANDLER = "embassy-cleanup-cli"
+_VERBOSITY = "embassy_cleanup.verbosity"
+
+
+def configure_logging(verbosity: int) -> None:
+    """Logging for a verbosity (``-v`` counts up, ``-q`` down): 1 INFO,
+    2 or more DEBUG, -1 or less only ERROR, 0 Python's default (WARNING).
+
+    The root logger gets one handler of ours on stderr (replaced, not added to,
+    when the verbosity changes), so ``-vv`` shows Selenium's and urllib3's
+    DEBUG logs too."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == _LOG_HANDLER]:
+        root.removeHandler(handler)
+    if verbosity == 0:
+        root.setLevel(logging.WARNING)
+        return
+    handler = logging.StreamHandler()
+    handler.set_name(_LOG_HANDLER)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO if verbosity == 1 else logging.ERROR)
+
+
+def _count_verbosity(step: int) -> Any:
+    def callback(ctx: click.Context, param: click.Parameter, value: int) -> None:
+        if not value or ctx.resilient_parsing:
+            return
+        total = ctx.meta.get(_VERBOSITY, 0) + step * value  # meta is shared by the group and its command
+        ctx.meta[_VERBOSITY] = total
+        configure_logging(total)
+
+    return callback
+
+
+def verbosity_options(read_env: bool) -> Any:
+    """``-v``/``-q``: on the group (``read_env``: their environment variables
+    are read there, once) and on every command; the counts add up."""
+    cls = EnvOption if read_env else click.Option
+    kw: dict[str, Any] = {"count": True, "expose_value": False, "cls": cls}
+
+    def decorate(f: Any) -> Any:
+        f = click.option("-q", "--quiet", callback=_count_verbosity(-1), help="Log errors only.", **kw)(f)
+        return click.option(
+            "-v", "--verbose", callback=_count_verbosity(1), help="Log progress (-v: INFO, -vv: DEBUG).", **kw
+        )(f)
+
+    return decorate
+
+
+class CliGroup(click.Group):
+    """The group: Ctrl-C in any command exits 130 (after the command's own
+    clean-up, which runs as the KeyboardInterrupt unwinds it)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("embassy-cleanup: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
 # -- the group --------------------------------------------------------------
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="embassy-cleanup", message="%(prog)s %(version)s")
-@click.option("-v", "--verbose", count=True, help="Log progress (-v: INFO, -vv: DEBUG, per stage).")
-def cli(verbose: int) -> None:
+@verbosity_options(read_env=True)
+def cli() -> None:
     """Chrome under Selenium that leaves nothing behind.
 
     Every command is scoped to this library's own sessions unless you ask
     for more (clean --all), and never crosses user boundaries unless you are
     root and pass --all-users.
+
+    -v and -q work before and after the command. Exit status 130 on Ctrl-C.
+    Shell completion for bash (zsh_source, fish_source for zsh and fish;
+    see docs/cli.md):
+
+    \b
+        eval "$(_EMBASSY_CLEANUP_COMPLETE=bash_source embassy-cleanup)"
     """
-    if verbose:
-        logging.basicConfig(
-            level=logging.DEBUG if verbose > 1 else logging.INFO,
-            format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        )
 
 
 # -- demo ---------------------------------------------------------------------
 @cli.command()
-@click.option(
+@verbosity_options(read_env=False)
+@option(
     "--preset",
     type=click.Choice(sorted(PRESETS)),
     default=DEFAULT_PRESET,
     show_default=True,
     help="Footprint preset.",
 )
-@click.option("--fast", is_flag=True, help="Skip driver.quit() (graceful=False).")
-@click.option("--headed", is_flag=True, help="Show the browser window.")
-@click.option(
+@option("--fast", is_flag=True, help="Skip driver.quit() (graceful=False).")
+@option("--headed", is_flag=True, help="Show the browser window.")
+@option(
     "--cleanup-timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=10.0,
@@ -142,7 +278,7 @@ def cli(verbose: int) -> None:
     metavar="SECONDS",
     help="Teardown budget.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (progress goes to stderr).")
+@option("--json", "as_json", is_flag=True, help="Print the report as JSON (progress goes to stderr).")
 def demo(preset: str, fast: bool, headed: bool, cleanup_timeout: float, as_json: bool) -> None:
     """Run a demo bot job on a built-in local page and print its cleanup report.
 
@@ -209,8 +345,11 @@ def _tree_lines(inv: Any) -> list[str]:
     return lines
 
 
-def write_prometheus(inv: Any, path: str) -> None:
-    """Write a node_exporter textfile (atomically, as the collector expects)."""
+def write_prometheus(inv: Any, path: str, strict: bool = False) -> None:
+    """Write a node_exporter textfile (atomically, as the collector expects).
+
+    ``embassy_cleanup_healthy`` follows ``strict``: without it, Chromium's
+    litter (``embassy_cleanup_litter_dirs``) does not make it 0."""
     t = inv.totals()
     lines = [
         "# HELP embassy_cleanup_processes Chrome-family processes by class.",
@@ -232,15 +371,21 @@ def write_prometheus(inv: Any, path: str) -> None:
         "# TYPE embassy_cleanup_sessions gauge",
         f'embassy_cleanup_sessions{{state="live"}} {t["sessions"]["live"]}',
         f'embassy_cleanup_sessions{{state="orphaned"}} {t["sessions"]["orphaned"]}',
-        "# HELP embassy_cleanup_stale_dirs Stale session and Chromium dirs in the temp dir.",
+        "# HELP embassy_cleanup_stale_dirs Session dirs of this library whose owner is dead.",
         "# TYPE embassy_cleanup_stale_dirs gauge",
         f"embassy_cleanup_stale_dirs {t['stale_dirs']['count']}",
-        "# HELP embassy_cleanup_stale_dir_bytes Bytes in stale dirs.",
+        "# HELP embassy_cleanup_stale_dir_bytes Bytes in stale session dirs.",
         "# TYPE embassy_cleanup_stale_dir_bytes gauge",
         f"embassy_cleanup_stale_dir_bytes {t['stale_dirs']['size_bytes']}",
-        "# HELP embassy_cleanup_healthy 1 when there is nothing to clean.",
+        "# HELP embassy_cleanup_litter_dirs Unused Chromium dirs in the temp dir (no session of ours).",
+        "# TYPE embassy_cleanup_litter_dirs gauge",
+        f"embassy_cleanup_litter_dirs {t['litter']['count']}",
+        "# HELP embassy_cleanup_litter_dir_bytes Bytes in Chromium litter dirs.",
+        "# TYPE embassy_cleanup_litter_dir_bytes gauge",
+        f"embassy_cleanup_litter_dir_bytes {t['litter']['size_bytes']}",
+        "# HELP embassy_cleanup_healthy 1 when no session of ours left anything (--strict: and no litter).",
         "# TYPE embassy_cleanup_healthy gauge",
-        f"embassy_cleanup_healthy {0 if inv.leaks else 1}",
+        f"embassy_cleanup_healthy {1 if inv.healthy(strict) else 0}",
         "# HELP embassy_cleanup_scan_seconds How long the inventory took.",
         "# TYPE embassy_cleanup_scan_seconds gauge",
         f"embassy_cleanup_scan_seconds {inv.took_s:.6f}",
@@ -252,7 +397,7 @@ def write_prometheus(inv: Any, path: str) -> None:
 
 
 #: --grid of diagnose and clean (issue #8): see _grid_node and docs/grid.md.
-_grid_option = click.option(
+_grid_option = option(
     "--grid",
     "grid_url",
     metavar="URL",
@@ -289,11 +434,51 @@ def _grid_command(url: str, as_json: bool, *, clean: bool, dry_run: bool) -> Non
     sys.exit(EXIT_OK if not failed else EXIT_LEAKS)
 
 
+#: --strict of diagnose and watch (issue 16: health means our health).
+_strict_option = option(
+    "--strict",
+    is_flag=True,
+    help="Count Chromium's litter (dirs no session of ours owns) as a leak too.",
+)
+
+
+def _clean_hint(ctx: click.Context, temp_dir: str | None) -> str:
+    """The clean command that fixes what this command found, with the user's --temp-dir."""
+    cmd = "embassy-cleanup clean --dry-run"
+    if temp_dir is not None and ctx.get_parameter_source("temp_dir") is not ParameterSource.DEFAULT:
+        cmd += f" --temp-dir {shlex.quote(temp_dir)}"
+    return cmd
+
+
+def verdict_lines(inv: Any, strict: bool, hint: str) -> list[str]:
+    """The summary ``diagnose`` prints first: healthy or what leaked, then the litter."""
+    lines = []
+    if inv.healthy(strict):
+        lines.append(HEALTHY)
+    else:
+        counts = [
+            (sum(1 for s in inv.sessions if not s.owner_alive), "orphaned session(s)"),
+            (len(inv.by_class("orphan")), "orphan process(es)"),
+            (len(inv.zombies_of_ours), "zombie(s) of ours"),
+            (len(inv.stale_dirs), "stale session dir(s)"),
+            (len(inv.litter) if strict else 0, "litter dir(s) (--strict)"),
+        ]
+        found = ", ".join(f"{n} {what}" for n, what in counts if n)
+        lines.append(f"{LEAKS_FOUND}: {found}; run '{hint}' to see the fix")
+    if inv.litter:
+        lines.append(
+            f"litter: {len(inv.litter)} Chromium dir(s) that no session of ours owns, "
+            + ("counted as a leak (--strict)" if strict else "not a leak (--strict counts them)")
+        )
+    return lines
+
+
 @cli.command()
+@verbosity_options(read_env=False)
 @_scope_option
-@click.option("--all-users", is_flag=True, help="Include other users' processes (root only).")
-@click.option("--json", "as_json", is_flag=True, help="Print the inventory as JSON (schema in docs/cli.md).")
-@click.option(
+@option("--all-users", is_flag=True, help="Include other users' processes (root only).")
+@option("--json", "as_json", is_flag=True, help="Print the inventory as JSON (schema in docs/cli.md).")
+@option(
     "--prometheus",
     "prom_path",
     type=click.Path(dir_okay=False),
@@ -301,22 +486,33 @@ def _grid_command(url: str, as_json: bool, *, clean: bool, dry_run: bool) -> Non
     metavar="PATH",
     help="Also write a node_exporter textfile to PATH.",
 )
-@click.option("--no-memory", is_flag=True, help="Skip USS/PSS (faster with many processes).")
+@option("--no-memory", is_flag=True, help="Skip USS/PSS (faster with many processes).")
+@_strict_option
+@option(
+    "--tree/--no-tree",
+    default=None,
+    help=f"Print the process trees (default: only when there are at most {TREE_AUTO_MAX} processes).",
+)
 @_grid_option
+@click.pass_context
 def diagnose(
+    ctx: click.Context,
     temp_dir: str | None,
     all_users: bool,
     as_json: bool,
     prom_path: str | None,
     no_memory: bool,
+    strict: bool,
+    tree: bool | None,
     grid_url: str | None,
 ) -> None:
-    """Show Chrome-family processes and dirs, classified.
+    """Show Chrome-family processes and dirs, classified; the summary first.
 
     Classes: session (ours, owner alive), orphan (ours, owner dead), foreign
-    (not started by this library), zombie; plus stale dirs.
-    Exit status: 0 healthy, 1 leaks found (orphans, zombies of ours, stale
-    dirs), 2 usage error.
+    (not started by this library), zombie; plus stale session dirs, and
+    Chromium's litter (dirs no session of ours owns; a leak only with
+    --strict). Exit status: 0 healthy, 1 leaks found (orphans, zombies of
+    ours, stale session dirs; with --strict also litter), 2 usage error.
     """
     from ._inventory import take_inventory
 
@@ -325,10 +521,12 @@ def diagnose(
     _check_all_users(all_users)
     inv = take_inventory(temp_dir, all_users=all_users, memory=not no_memory, scoped=temp_dir is not None)
     if prom_path:
-        write_prometheus(inv, prom_path)
+        write_prometheus(inv, prom_path, strict)
     if as_json:
-        click.echo(json.dumps(inv.to_dict(), indent=2))
+        click.echo(json.dumps(inv.to_dict(strict), indent=2))
     else:
+        for line in verdict_lines(inv, strict, _clean_hint(ctx, temp_dir)):
+            click.echo(line)
         t = inv.totals()
         _table(
             f"Chrome-family processes ({'all users' if all_users else 'this user'}; "
@@ -365,43 +563,61 @@ def diagnose(
             [[p.pid, p.ppid, p.name, "yes" if p.session_id else "no"] for p in inv.by_class("zombie")],
         )
         _table(
-            f"Stale dirs in {inv.temp_dir}",
-            ["kind", "age s", "KiB", "path"],
-            [[d.kind, f"{d.age_s:.0f}", d.size_bytes // 1024, d.path] for d in inv.stale_dirs],
+            "Stale session dirs (owner dead)",
+            ["age s", "KiB", "path"],
+            [[f"{d.age_s:.0f}", d.size_bytes // 1024, d.path] for d in inv.stale_dirs],
         )
-        tree = _tree_lines(inv)
-        if tree:
+        _table(
+            f"Chromium litter in {inv.temp_dir} (no session of ours owns it"
+            f"{'; a leak with --strict' if strict else '; not a leak'})",
+            ["age s", "KiB", "path"],
+            [[f"{d.age_s:.0f}", d.size_bytes // 1024, d.path] for d in inv.litter],
+        )
+        lines = _tree_lines(inv)
+        running = sum(1 for p in inv.processes if p.cls != "zombie")
+        if tree or (tree is None and running <= TREE_AUTO_MAX):
             click.echo("Process trees")
-            for line in tree:
+            for line in lines or ["(none)"]:
                 click.echo("  " + line)
-        click.echo(
-            "healthy"
-            if not inv.leaks
-            else "LEAKS FOUND: run 'embassy-cleanup clean --dry-run' to see the fix"
-        )
-    sys.exit(EXIT_LEAKS if inv.leaks else EXIT_OK)
+        else:
+            why = "--no-tree" if tree is False else f"more than {TREE_AUTO_MAX}"
+            click.echo(f"Process trees: {running} processes, not shown ({why}; --tree shows them)")
+    sys.exit(EXIT_OK if inv.healthy(strict) else EXIT_LEAKS)
 
 
 # -- clean --------------------------------------------------------------------
+def ask_yes_no(question: str) -> bool:
+    """Ask on stderr, read a line from stdin: only y/yes is yes; end of input is no.
+
+    Not ``click.confirm``: that turns Ctrl-C into an ``Abort`` that looks like
+    end of input; here it stays a KeyboardInterrupt, which exits 130."""
+    click.echo(f"{question} [y/N]: ", nl=False, err=True)
+    answer = sys.stdin.readline()
+    if not answer:
+        click.echo(err=True)
+    return answer.strip().lower() in ("y", "yes")
+
+
 @cli.command()
+@verbosity_options(read_env=False)
 @_scope_option
-@click.option("--dry-run", is_flag=True, help="Show exactly what would be done; do nothing.")
-@click.option(
+@option("--dry-run", is_flag=True, help="Show exactly what would be done; do nothing.")
+@option(
     "--older-than",
     type=click.FloatRange(min=0),
     default=0.0,
     metavar="SECONDS",
     help="Only what is at least this old.",
 )
-@click.option(
+@option(
     "--all",
     "all_processes",
     is_flag=True,
     help="Also kill EVERY Chrome-family process of the current user, ours or not (asks first).",
 )
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation (with --all).")
-@click.option("--all-users", is_flag=True, help="With --all: other users' processes too (root only).")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan and outcome as JSON.")
+@option("--yes", is_flag=True, help="Do not ask for confirmation (with --all).")
+@option("--all-users", is_flag=True, help="With --all: other users' processes too (root only).")
+@option("--json", "as_json", is_flag=True, help="Print the plan and outcome as JSON.")
 @_grid_option
 def clean(
     temp_dir: str | None,
@@ -444,7 +660,7 @@ def clean(
         if not yes:
             if not sys.stdin.isatty():
                 raise click.UsageError("--all needs --yes when there is no terminal to confirm on")
-            if not click.confirm("Kill them?", default=False, err=True):
+            if not ask_yes_no("Kill them?"):
                 click.echo("nothing done", err=True)
                 sys.exit(EXIT_LEAKS)
     if dry_run:
@@ -469,8 +685,9 @@ def clean(
 
 # -- stress -------------------------------------------------------------------
 @cli.command()
-@click.option("-n", "--iterations", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option(
+@verbosity_options(read_env=False)
+@option("-n", "--iterations", type=click.IntRange(min=1), default=20, show_default=True)
+@option(
     "-s",
     "--scenario",
     "scenarios",
@@ -479,15 +696,15 @@ def clean(
     help="Scenario to run (repeatable; default: all). One of: normal, exception, sigkill-owner, "
     "sigterm-owner, kill-driver, kill-browser, freeze-browser, concurrent.",
 )
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="minimal", show_default=True)
-@click.option(
+@option("--preset", type=click.Choice(sorted(PRESETS)), default="minimal", show_default=True)
+@option(
     "--temp-dir",
     type=click.Path(exists=True, file_okay=False),
     default=None,
     help="Where the run's own dir goes (default: the system temp dir).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-@click.option(
+@option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@option(
     "--plot",
     "plot_path",
     type=click.Path(dir_okay=False),
@@ -495,7 +712,9 @@ def clean(
     metavar="FILE.png",
     help="Draw process count and memory over the iterations (needs the 'plot' extra).",
 )
+@click.pass_context
 def stress(
+    ctx: click.Context,
     iterations: int,
     scenarios: tuple[str, ...],
     preset: str,
@@ -514,11 +733,14 @@ def stress(
     base = os.path.abspath(temp_dir or tempfile.gettempdir())
     longest = _launcher.max_temp_root_length()
     if longest is not None and len(base) + _stress.RUN_DIR_LENGTH > longest:
+        given = next(p for p in ctx.command.params if p.name == "temp_dir")
+        source = given.get_error_hint(ctx) if temp_dir else system_temp_dir_source()
         raise click.BadParameter(
             f"{base!r} is too long: the run's sessions would live in a {len(base) + _stress.RUN_DIR_LENGTH}-"
             f"character dir, and Chrome's socket path limit allows {longest}; use a directory of at most "
-            f"{longest - _stress.RUN_DIR_LENGTH} characters",
-            param_hint="--temp-dir",
+            f"{longest - _stress.RUN_DIR_LENGTH} characters"
+            + ("" if temp_dir else " (pass --temp-dir, or set a shorter $TMPDIR)"),
+            param_hint=source,
         )
     chosen = list(scenarios) or list(_stress.SCENARIOS)
     bad = [s for s in chosen if s not in _stress.SCENARIOS]
@@ -584,8 +806,9 @@ def stress(
 
 # -- watch --------------------------------------------------------------------
 @cli.command()
-@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True, metavar="SECONDS")
-@click.option(
+@verbosity_options(read_env=False)
+@option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True, metavar="SECONDS")
+@option(
     "--duration",
     type=click.FloatRange(min=0),
     default=60.0,
@@ -594,17 +817,22 @@ def stress(
     help="How long to watch (0: one sample).",
 )
 @_scope_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def watch(interval: float, duration: float, temp_dir: str | None, as_json: bool) -> None:
+@option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@_strict_option
+@click.pass_context
+def watch(
+    ctx: click.Context, interval: float, duration: float, temp_dir: str | None, as_json: bool, strict: bool
+) -> None:
     """Sample every --interval for --duration: one line per sample, so a slow
-    leak is visible. Exit status 1 if the last sample found leaks."""
+    leak is visible. Exit status 1 if the last sample found leaks (with
+    --strict, Chromium's litter counts too)."""
     from ._inventory import take_inventory
 
     end = time.monotonic() + duration
     if not as_json:
         click.echo(
             f"{'time':<8} {'procs':>5} {'sess':>5} {'orph':>5} {'foreign':>7} {'zomb':>5} "
-            f"{'stale':>5} {'RSS MiB':>9}"
+            f"{'stale':>5} {'litter':>6} {'RSS MiB':>9}"
         )
     while True:
         inv = take_inventory(temp_dir, memory=False, scoped=temp_dir is not None)
@@ -617,6 +845,7 @@ def watch(interval: float, duration: float, temp_dir: str | None, as_json: bool)
             "foreign": t["foreign"]["processes"],
             "zombie": t["zombie"]["processes"],
             "stale_dirs": t["stale_dirs"]["count"],
+            "litter": t["litter"]["count"],
             "rss_bytes": sum(t[c]["rss_bytes"] for c in ("session", "orphan", "foreign")),
         }
         if as_json:
@@ -625,13 +854,58 @@ def watch(interval: float, duration: float, temp_dir: str | None, as_json: bool)
             click.echo(
                 f"{sample['time']:<8} {sample['processes']:>5} {sample['session']:>5} {sample['orphan']:>5} "
                 f"{sample['foreign']:>7} {sample['zombie']:>5} {sample['stale_dirs']:>5} "
-                f"{_mib(sample['rss_bytes']):>9}"
+                f"{sample['litter']:>6} {_mib(sample['rss_bytes']):>9}"
             )
         remaining = end - time.monotonic()
         if remaining <= 0:
             break
         time.sleep(min(interval, remaining))
-    sys.exit(EXIT_LEAKS if inv.leaks else EXIT_OK)
+    if not inv.healthy(strict):
+        click.echo(f"{LEAKS_FOUND}: run '{_clean_hint(ctx, temp_dir)}' to see the fix", err=True)
+    sys.exit(EXIT_OK if inv.healthy(strict) else EXIT_LEAKS)
+
+
+# -- script -------------------------------------------------------------------
+#: The clean-up scripts by kind: the file name at the top of the repository and
+#: in ``embassy_cleanup/scripts/`` of an installed wheel (setup.py copies them).
+SCRIPTS = {"sh": "cleanup_chrome.sh", "bat": "cleanup_chrome.bat"}
+
+
+def script_path(kind: str) -> Path:
+    """Where the script of ``kind`` (``sh`` or ``bat``) is: in the installed
+    package, or at the top of the checkout (an editable install)."""
+    name = SCRIPTS[kind]
+    here = Path(__file__).resolve().parent
+    for path in (here / "scripts" / name, here.parent / name):
+        if path.is_file():
+            return path
+    raise EmbassyCleanupError(
+        f"{name} is not installed with this package (looked in {here / 'scripts'} and {here.parent}); "
+        "reinstall embassy_cleanup from a wheel or the checkout"
+    )
+
+
+@cli.command(short_help="Print a clean-up script: cleanup_chrome.sh or cleanup_chrome.bat.")
+@verbosity_options(read_env=False)
+@click.argument("kind", type=click.Choice(sorted(SCRIPTS)), metavar="KIND")
+@option("--path", "show_path", is_flag=True, help="Print where the script is instead of its text.")
+def script(kind: str, show_path: bool) -> None:
+    """Print cleanup_chrome.sh (KIND sh) or cleanup_chrome.bat (KIND bat).
+
+    The scripts hand over to 'embassy-cleanup clean' and have a small
+    fallback for machines without the package. The text is written byte for
+    byte (the .bat keeps its CRLF line ends), so redirect it to a file:
+
+    \b
+        embassy-cleanup script sh > cleanup_chrome.sh
+    """
+    path = script_path(kind)
+    if show_path:
+        click.echo(str(path))
+        return
+    sys.stdout.flush()
+    sys.stdout.buffer.write(path.read_bytes())
+    sys.stdout.buffer.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -645,9 +919,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return EXIT_USAGE
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click turns a Ctrl-C outside a command into Abort
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            click.echo("embassy-cleanup: interrupted", err=True)
+            return EXIT_INTERRUPTED
         click.echo("aborted", err=True)
         return EXIT_LEAKS
+    except KeyboardInterrupt:
+        click.echo("embassy-cleanup: interrupted", err=True)
+        return EXIT_INTERRUPTED
     except EmbassyCleanupError as err:
         click.echo(f"embassy-cleanup: error: {err}", err=True)
         return EXIT_USAGE

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install what `sh scripts/run.sh demo` and `... test` need, only when it is missing:
 #   - Debian packages: chromium, chromium-driver, chromium-headless-shell
-#     (the "headless-shell" preset and its tests), procps (pgrep, for the
+#     (the "headless-shell" preset and its tests), xvfb (virtual_display=True
+#     and its tests), procps (pgrep, for the
 #     os-kill stage), util-linux (flock, for cleanup_chrome.sh), shellcheck
 #     (lint of cleanup_chrome.sh), python3 with venv, openjdk-17-jre-headless
 #     (java, for the Selenium Grid tests), ca-certificates (HTTPS for the
@@ -18,6 +19,7 @@ missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium-driver"
 [ -x /usr/lib/chromium/chromium-headless-shell ] || missing="$missing chromium-headless-shell"
+command -v Xvfb >/dev/null 2>&1 || missing="$missing xvfb"
 command -v pgrep >/dev/null 2>&1 || missing="$missing procps"
 command -v flock >/dev/null 2>&1 || missing="$missing util-linux"
 command -v shellcheck >/dev/null 2>&1 || missing="$missing shellcheck"

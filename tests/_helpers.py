@@ -22,6 +22,8 @@ from typing import Iterable
 
 import psutil
 
+from embassy_cleanup import _platform
+
 # Short on purpose: Chrome's singleton socket path under it must fit 107 bytes.
 RUN_ROOT = tempfile.mkdtemp(prefix="embassy-t-")
 SESSIONS_ROOT = os.path.join(RUN_ROOT, "s")
@@ -36,34 +38,113 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
-def _marks(proc: psutil.Process, needle: str) -> bool:
+#: The environment variables that carry a run-dir marker (chromedriver's
+#: ``TMPDIR``, the bystander's ``XDG_CONFIG_HOME``).
+MARKER_ENV = ("TMPDIR", "XDG_CONFIG_HOME")
+_HAVE_PROC = os.path.isdir("/proc/self") and sys.platform.startswith("linux")
+
+
+def _holds(text: bytes, needle: bytes, path: bool) -> bool:
+    """``text`` holds ``needle``; with ``path``, as the path ``needle`` or a
+    path under it: ``/run/s`` then marks ``/run/s/x`` and ``--root=/run/s``,
+    not ``/run/stranger``."""
+    if not path:
+        return needle in text
+    start = text.find(needle)
+    while start >= 0:
+        after = text[start + len(needle) : start + len(needle) + 1]
+        if after in (b"", b"/", b"\0"):
+            return True
+        start = text.find(needle, start + 1)
+    return False
+
+
+def _marks(proc: psutil.Process, needle: str, path: bool = False) -> bool:
+    raw = needle.encode()
     try:
-        if any(needle in a for a in proc.cmdline()):
+        if any(_holds(a.encode(), raw, path) for a in proc.cmdline()):
             return True
         env = proc.environ()
     except (psutil.Error, OSError):
         return False
     except Exception:
         return False
-    return any(needle in env.get(k, "") for k in ("TMPDIR", "XDG_CONFIG_HOME"))
+    return any(_holds(env.get(k, "").encode(), raw, path) for k in MARKER_ENV)
 
 
-def processes_under(needle: str) -> list[psutil.Process]:
-    """Running (non-zombie) processes of this user marked with ``needle``."""
+def _read_proc(pid: int, what: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/{what}", "rb") as fh:
+            return fh.read()
+    except OSError:  # gone, or not ours to read
+        return b""
+
+
+def _marked_pid(pid: int, needle: bytes, uid: int, path: bool) -> bool:
+    """``pid`` runs as ``uid`` and carries ``needle`` in an argument or a
+    marker variable: two raw reads of /proc, no psutil object.  A zombie
+    has an empty command line and environment, so it never matches."""
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != uid:
+            return False
+    except OSError:
+        return False
+    if _holds(_read_proc(pid, "cmdline"), needle, path):  # NUL-separated arguments
+        return True
+    for var in _read_proc(pid, "environ").split(b"\0"):
+        name, _, value = var.partition(b"=")
+        if name.decode("ascii", "replace") in MARKER_ENV and _holds(value, needle, path):
+            return True
+    return False
+
+
+def _hold(pid: int, create_time: float | None = None) -> psutil.Process | None:
+    """A psutil handle (identity: pid plus create time) on a running ``pid``."""
+    try:
+        proc = psutil.Process(pid)
+        if create_time is not None and abs(proc.create_time() - create_time) > 0.01:
+            return None  # the pid was reused since the row was read
+        return proc if proc.status() != psutil.STATUS_ZOMBIE else None
+    except psutil.Error:
+        return None
+
+
+def marked_among(pids: Iterable[int], needle: str, path: bool = False) -> list[psutil.Process]:
+    """The processes among ``pids`` (not this one) that run as this user and
+    carry ``needle`` (see :func:`processes_under`); with ``path``, as a path
+    or a path's parent (see :func:`_holds`)."""
     me = os.getpid()
     uid = os.getuid()
     out = []
-    for proc in psutil.process_iter(["uids", "status"]):
+    if _HAVE_PROC:
+        raw = needle.encode()
+        for pid in pids:
+            if pid != me and _marked_pid(pid, raw, uid, path):
+                proc = _hold(pid)
+                if proc is not None:
+                    out.append(proc)
+        return out
+    for pid in pids:
+        proc = _hold(pid) if pid != me else None
         try:
-            if proc.pid == me or proc.info["uids"].real != uid:
-                continue
-            if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-        except (psutil.Error, AttributeError, TypeError):
+            if proc is not None and proc.uids().real == uid and _marks(proc, needle, path):
+                out.append(proc)
+        except psutil.Error:
             continue
-        if _marks(proc, needle):
-            out.append(proc)
     return out
+
+
+def processes_under(needle: str) -> list[psutil.Process]:
+    """Running (non-zombie) processes of this user marked with ``needle`` (a
+    substring: a dir, or the start of a dir's name): on an argument (profile
+    dir, crashpad database) or in ``TMPDIR`` / ``XDG_CONFIG_HOME``.  On Linux
+    one listing of /proc and raw reads (a psutil object only for a match);
+    elsewhere through psutil."""
+    if _HAVE_PROC:
+        pids = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+    else:
+        pids = psutil.pids()
+    return marked_among(pids, needle)
 
 
 def session_dirs(root: str = SESSIONS_ROOT) -> list[str]:
@@ -74,6 +155,15 @@ def session_dirs(root: str = SESSIONS_ROOT) -> list[str]:
 
 
 def zombie_children() -> list[psutil.Process]:
+    """This process's zombie children.  Where ``waitid`` exists, first one
+    ``waitid(WNOWAIT)`` asks whether there is any (it reaps nothing, so each
+    ``Popen`` still gets its child's status); only then the process table."""
+    if hasattr(os, "waitid") and hasattr(os, "WNOWAIT"):
+        try:
+            if os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                return []
+        except ChildProcessError:  # no children at all
+            return []
     out = []
     for child in psutil.Process().children():
         try:
@@ -82,6 +172,74 @@ def zombie_children() -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             continue
     return out
+
+
+def describe(procs: Iterable[psutil.Process]) -> list[str]:
+    """``"pid name"`` of each process (its pid alone once it is gone)."""
+    out = []
+    for p in procs:
+        try:
+            out.append(f"{p.pid} {p.name()}")
+        except psutil.Error:
+            out.append(str(p.pid))
+    return out
+
+
+class LeakGuard:
+    """What a test left behind, found by this run's marker, cheaply enough
+    to look after every test.
+
+    One :meth:`check` is one pass over the process table
+    (``_platform.process_table()``: pid, parent, create time from one
+    ``/proc/<pid>/stat`` read each).  Only processes born since the previous
+    pass, minus :attr:`SLACK`, can be new leftovers (anything older was
+    already looked at, and its marker, set at exec, cannot change); only
+    their command line and environment are read.  Create times are compared
+    with create times (the newest one in the table), never with the wall
+    clock.  The sessions dir marks as a path (``<run>/s`` marks ``<run>/s/x``,
+    not ``<run>/stranger``).  Leftovers get ``settle`` seconds to exit by themselves (a
+    teardown may still be finishing), then are SIGKILLed by identity.
+    """
+
+    #: Processes born this long before the previous pass's newest one are
+    #: looked at again: one forked but not yet exec'ed then still carried its
+    #: parent's command line.
+    SLACK = 1.0
+
+    def __init__(self, needle: str = SESSIONS_ROOT, root: str = SESSIONS_ROOT, settle: float = 3.0) -> None:
+        self.needle = needle
+        self.root = root
+        self.settle = settle
+        self._since = self._newest(_platform.process_table()) - self.SLACK
+
+    @staticmethod
+    def _newest(rows: Iterable[_platform.ProcRow]) -> float:
+        return max((r.create_time for r in rows), default=0.0)
+
+    def check(self) -> list[str]:
+        """Kill and remove what is left; return one line per kind of leftover
+        (processes, session dirs, zombie children), empty when clean."""
+        rows = _platform.process_table()
+        fresh = [r.pid for r in rows if r.create_time >= self._since and not r.zombie]
+        self._since = self._newest(rows) - self.SLACK
+        marked = marked_among(fresh, self.needle, path=True)
+        if marked:
+            wait_until(lambda: not [p for p in marked if _running(p)], timeout=self.settle)
+        left = [p for p in marked if _running(p)]
+        described = describe(left)
+        kill_all(left)
+        dirs = session_dirs(self.root)
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        zombies = [z.pid for z in zombie_children()]
+        problems = []
+        if described:
+            problems.append(f"processes left: {described}")
+        if dirs:
+            problems.append(f"session dirs left: {dirs}")
+        if zombies:
+            problems.append(f"zombie children of the test process: {zombies}")
+        return problems
 
 
 def kill_all(procs: Iterable[psutil.Process]) -> None:
@@ -196,21 +354,25 @@ def start_bystander() -> Bystander:
         start_new_session=True,
     )
     by = Bystander(chrome=chrome, chrome_dir=chrome_dir)
-    wait_until(lambda: len(processes_under(chrome_dir)) >= 4, timeout=20)
-    settle_bystander(by)
-    by.port = _free_port_in(9000, 10000)
-    by.server = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import socket,sys,time\n"
-            "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-            f"s.bind(('127.0.0.1',{by.port})); s.listen(); print('up', flush=True); time.sleep(3600)",
-        ],
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-    )
-    assert by.server.stdout is not None and by.server.stdout.readline().strip() == b"up"
+    try:
+        wait_until(lambda: len(processes_under(chrome_dir)) >= 4, timeout=20)
+        settle_bystander(by)
+        by.port = _free_port_in(9000, 10000)
+        by.server = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import socket,sys,time\n"
+                "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                f"s.bind(('127.0.0.1',{by.port})); s.listen(); print('up', flush=True); time.sleep(3600)",
+            ],
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert by.server.stdout is not None and by.server.stdout.readline().strip() == b"up"
+    except BaseException:
+        stop_bystander(by)  # what did start: nothing of a failed start-up outlives it
+        raise
     return by
 
 
@@ -246,3 +408,25 @@ def stop_bystander(by: Bystander) -> None:
             if proc.stdout:
                 proc.stdout.close()
     shutil.rmtree(by.chrome_dir, ignore_errors=True)
+
+
+class BystanderSlot:
+    """One bystander shared by the tests of a module: started by the first
+    :meth:`get`, replaced after a :meth:`discard` (a test killed it or
+    failed), stopped by :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self._by: Bystander | None = None
+
+    def get(self) -> Bystander:
+        if self._by is None:
+            self._by = start_bystander()
+        return self._by
+
+    def discard(self) -> None:
+        by, self._by = self._by, None
+        if by is not None:
+            stop_bystander(by)
+
+    def stop(self) -> None:
+        self.discard()

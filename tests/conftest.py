@@ -1,13 +1,18 @@
 """Fixtures shared by the whole suite.
 
 * ``leak_guard`` (autouse): after every test, nothing marked with this test
-  run's dir may still run, no session dir may remain, and the test process
-  may have no zombie children.  Leftovers are killed by PID (identity held by
-  psutil) and removed, and the test fails naming them, so one leaking test
-  cannot poison the next.
+  run's sessions dir may still run, no session dir may remain, and the test
+  process may have no zombie children.  Leftovers are killed by PID (identity
+  held by psutil) and removed, and the test fails naming them, so one leaking
+  test cannot poison the next.  It runs after every test, Chrome or not,
+  because it is cheap: one pass over the process table, reading the command
+  line and environment only of processes born since the previous pass
+  (``tests._helpers.LeakGuard``).
 * ``session_kwargs``: options that put sessions under the run dir.
 * ``bystander``: a Chrome started without our API plus a server on a port in
-  9000-10000; the fixture asserts both survived the test.
+  9000-10000; the fixture asserts both survived the test.  One is started per
+  module (``bystander_slot``) and shared by its tests; after a test that
+  failed or killed it, the next test gets a new one.
 """
 
 from __future__ import annotations
@@ -37,30 +42,13 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(h.RUN_ROOT, ignore_errors=True)
 
 
+_guard = h.LeakGuard()
+
+
 @pytest.fixture(autouse=True)
 def leak_guard(request):
     yield
-    # Give processes a moment to finish exiting; poll, don't sleep blindly.
-    h.wait_until(lambda: not h.processes_under(h.SESSIONS_ROOT), timeout=3)
-    procs = h.processes_under(h.SESSIONS_ROOT)
-    described = []
-    for p in procs:
-        try:
-            described.append(f"{p.pid} {p.name()}")
-        except Exception:
-            described.append(str(p.pid))
-    h.kill_all(procs)
-    dirs = h.session_dirs()
-    for d in dirs:
-        shutil.rmtree(d, ignore_errors=True)
-    zombies = [z.pid for z in h.zombie_children()]
-    problems = []
-    if described:
-        problems.append(f"processes left: {described}")
-    if dirs:
-        problems.append(f"session dirs left: {dirs}")
-    if zombies:
-        problems.append(f"zombie children of the test process: {zombies}")
+    problems = _guard.check()
     if problems and not getattr(request.node, "_allow_leftovers", False):
         pytest.fail("leak guard: " + "; ".join(problems), pytrace=False)
 
@@ -72,14 +60,27 @@ def session_kwargs():
     return {"temp_root": h.SESSIONS_ROOT, "cleanup_timeout": 10}
 
 
+@pytest.fixture(scope="module")
+def bystander_slot():
+    """The module's bystander (started by the first test that asks for one)."""
+    slot = h.BystanderSlot()
+    try:
+        yield slot
+    finally:
+        slot.stop()
+
+
 @pytest.fixture
-def bystander():
-    by = h.start_bystander()
+def bystander(bystander_slot):
+    by = bystander_slot.get()
+    survived = False
     try:
         yield by
         by.assert_alive()
+        survived = True
     finally:
-        h.stop_bystander(by)
+        if not survived:  # killed (or the test failed): the next test gets a fresh one
+            bystander_slot.discard()
 
 
 def pytest_unconfigure(config):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -140,3 +141,126 @@ def test_demo_should_exit_0_with_a_clean_six_stage_report_and_leave_nothing():
     watchdogs = _watchdogs_of(demo.pid)
     h.kill_all(watchdogs)
     assert gone, f"the demo's watchdog outlived it: {[p.pid for p in watchdogs]}"
+
+
+# -- the wheel: what a pip install gets ------------------------------------------
+#: What the wheel is built from (a copy, so the build leaves nothing in the checkout).
+SOURCE = ["setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md", "cleanup_chrome.sh",
+          "cleanup_chrome.bat", "embassy_cleanup"]
+
+
+def _pip_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+@pytest.fixture(scope="module")
+def installed_wheel(tmp_path_factory):
+    """The package built as a wheel and pip-installed with its dependencies
+    (from PyPI, through pip's cache) into a fresh venv; returns its bin dir."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    src.mkdir()
+    for name in SOURCE:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / name, src / name)
+    pip = [sys.executable, "-m", "pip"]
+    run = dict(capture_output=True, text=True, env=_pip_env(), cwd=tmp, timeout=300, check=False)
+    built = subprocess.run([*pip, "wheel", str(src), "--no-deps", "-w", str(tmp / "dist")], **run)
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = (tmp / "dist").glob("embassy_cleanup-*.whl")
+    venv = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "venv")], **run)
+    assert venv.returncode == 0, venv.stderr
+    python = tmp / "venv" / "bin" / "python"
+    installed = subprocess.run([*pip, "--python", str(python), "install", str(wheel)], **run)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    return tmp / "venv" / "bin"
+
+
+def _run_installed(bindir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(bindir / "embassy-cleanup"), *args],
+        capture_output=True,
+        env=_pip_env(),
+        cwd=bindir,  # not the checkout: the installed package is imported
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_console_script(installed_wheel):
+    where = subprocess.run(
+        [str(installed_wheel / "python"), "-c", "import embassy_cleanup; print(embassy_cleanup.__file__)"],
+        capture_output=True, text=True, cwd=installed_wheel, env=_pip_env(), timeout=60, check=False,
+    )
+    out = _run_installed(installed_wheel, "--version")
+
+    assert where.stdout.startswith(str(installed_wheel.parent)), where.stdout + where.stderr
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode().strip() == f"embassy-cleanup {embassy_cleanup.__version__}"
+
+
+@pytest.mark.parametrize("kind", ["sh", "bat"])
+def test_the_installed_package_prints_the_clean_up_scripts_byte_for_byte(installed_wheel, kind):
+    out = _run_installed(installed_wheel, "script", kind)
+    path = _run_installed(installed_wheel, "script", kind, "--path")
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == (REPO / f"cleanup_chrome.{kind}").read_bytes()
+    assert path.stdout.decode().strip().startswith(str(installed_wheel.parent)), path.stdout
+
+
+@pytest.mark.chrome
+def test_the_installed_package_runs_the_demo_clean(installed_wheel):
+    out = _run_installed(installed_wheel, "demo", "--json", timeout=120)
+
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["ok"] is True and report["leftovers"] == [], report
+    (root,) = [p for s in report["stages"] for p in s["removed"]]
+    assert not os.path.lexists(root)
+    leftovers = h.processes_under(root)
+    h.kill_all(leftovers)
+    assert [p.pid for p in leftovers] == []
+
+
+def test_script_with_an_unknown_kind_exits_2():
+    out = run_cli("script", "ps1")
+
+    assert out.returncode == 2
+    assert "'ps1' is not one of 'bat', 'sh'" in out.stderr
+
+
+@pytest.mark.parametrize("kind", ["sh", "bat"])
+def test_script_in_the_checkout_prints_the_top_level_script(kind):
+    out = subprocess.run(
+        [sys.executable, "-m", "embassy_cleanup", "script", kind], capture_output=True, cwd=REPO, timeout=60
+    )
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == (REPO / f"cleanup_chrome.{kind}").read_bytes()
+
+
+# -- the docs show the real output --------------------------------------------------
+DOCS = REPO / "docs"
+
+
+@pytest.mark.parametrize("command", ["", "demo", "diagnose", "clean", "stress", "watch", "script"])
+def test_docs_cli_md_shows_each_commands_real_help(command):
+    out = run_cli(*([command] if command else []), "--help", COLUMNS="80")
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.rstrip("\n") in (DOCS / "cli.md").read_text(), f"docs/cli.md: stale help of {command!r}"
+
+
+def test_docs_usage_md_shows_the_real_demo_help_and_cleanup_timeout_error():
+    usage = (DOCS / "usage.md").read_text()
+    helptext = run_cli("demo", "--help", COLUMNS="80")
+    refused = run_cli("demo", "--cleanup-timeout", "0")
+
+    assert helptext.stdout.rstrip("\n") in usage
+    assert refused.returncode == 2
+    assert refused.stderr.rstrip("\n") in usage

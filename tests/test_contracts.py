@@ -61,6 +61,8 @@ DOCUMENTED_OPTIONS = {
     "env": None,
     "watchdog": True,
     "remote_url": None,
+    "start_timeout": 30.0,
+    "virtual_display": False,
 }
 
 

@@ -84,10 +84,10 @@ The documented functions (each backend provides all of them):
     An advisory whole-file lock that the kernel drops when the holder dies.
 
 ``identity(pid, create_time) -> Identity``
-    Whether ``pid`` is still the process born at ``create_time``: ``MATCH``,
-    ``GONE``, ``REUSED``, or ``UNKNOWN`` when its create time cannot be read
-    (AccessDenied).  The one rule for ``UNKNOWN``: never signal it, never
-    count it as gone (see ``_types``).
+    Whether ``pid`` is still the process born at ``create_time``: MATCH,
+    GONE, REUSED, or UNKNOWN when its create time cannot be read
+    (AccessDenied).  The one rule for UNKNOWN: never signal it, never count
+    it as gone (see ``_types``).
 
 ``same_birth(a, b) -> bool`` / ``born_before(a, b) -> bool``
     The one comparison of create times, within ``CREATE_TIME_TOLERANCE``

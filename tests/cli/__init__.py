@@ -37,7 +37,7 @@ from tests import _helpers as h
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT_SH = REPO / "cleanup_chrome.sh"
 SCRIPT_BAT = REPO / "cleanup_chrome.bat"
-#: The keys ``diagnose --json`` documents (docs/cli.md), schema version 1.
+#: The keys ``diagnose --json`` documents (docs/cli.md), schema version 2.
 TOP_LEVEL_KEYS = {
     "schema",
     "temp_dir",
@@ -48,6 +48,8 @@ TOP_LEVEL_KEYS = {
     "zombies",
     "session_processes",
     "stale_dirs",
+    "litter",
+    "strict",
     "totals",
     "took_s",
 }

@@ -1,5 +1,5 @@
 """The stable interfaces of ``embassy-cleanup``: the JSON schema of
-``diagnose --json`` (schema version 1, docs/cli.md), the node_exporter
+``diagnose --json`` (schema version 2, docs/cli.md), the node_exporter
 textfile of ``--prometheus``, and the exit status of each command.
 
 ``clean --all`` runs only in-process (click's CliRunner) with the kill path
@@ -75,6 +75,8 @@ METRICS = {
     "embassy_cleanup_sessions",
     "embassy_cleanup_stale_dirs",
     "embassy_cleanup_stale_dir_bytes",
+    "embassy_cleanup_litter_dirs",
+    "embassy_cleanup_litter_dir_bytes",
     "embassy_cleanup_healthy",
     "embassy_cleanup_scan_seconds",
 }
@@ -112,9 +114,10 @@ def test_diagnose_json_has_exactly_the_documented_keys_and_field_types(
 
     assert out.returncode == 1, out.stderr
     assert set(data) == TOP_LEVEL_KEYS
-    assert data["schema"] == 1
+    assert data["schema"] == 2
     assert data["temp_dir"] == tdir
     assert data["healthy"] is False
+    assert data["strict"] is False
     assert isinstance(data["took_s"], NUMBER) and data["took_s"] >= 0
 
     # every list has at least one entry here, so every entry's fields are checked
@@ -138,11 +141,12 @@ def test_diagnose_json_has_exactly_the_documented_keys_and_field_types(
         assert SID.match(s["session_id"])
         assert all(isinstance(pid, int) for pid in s["pids"])
     kinds = {}
-    for i, d in enumerate(data["stale_dirs"]):
-        check_fields(d, STALE_DIR_FIELDS, f"stale_dirs[{i}]")
-        kinds[d["path"]] = d["kind"]
-    assert kinds[litter] == "chromium" and kinds[orphan["root"]] == "session"
-    assert set(kinds.values()) <= {"chromium", "session"}
+    for key in ("stale_dirs", "litter"):
+        for i, d in enumerate(data[key]):
+            check_fields(d, STALE_DIR_FIELDS, f"{key}[{i}]")
+            kinds[d["path"]] = (key, d["kind"])
+    assert kinds[litter] == ("litter", "chromium") and kinds[orphan["root"]] == ("stale_dirs", "session")
+    assert set(kinds.values()) <= {("litter", "chromium"), ("stale_dirs", "session")}
     assert {p for p in kinds if p.startswith(tdir + os.sep)} == {litter, orphan["root"]}
 
     # what this test made is where it belongs
@@ -155,7 +159,7 @@ def test_diagnose_json_has_exactly_the_documented_keys_and_field_types(
 
     # totals agree with the lists
     t = data["totals"]
-    assert set(t) == {"session", "orphan", "foreign", "zombie", "stale_dirs", "sessions"}
+    assert set(t) == {"session", "orphan", "foreign", "zombie", "stale_dirs", "litter", "sessions"}
     for cls, key in (
         ("session", "session_processes"),
         ("orphan", "orphans"),
@@ -165,9 +169,10 @@ def test_diagnose_json_has_exactly_the_documented_keys_and_field_types(
         check_fields(t[cls], CLASS_TOTAL_FIELDS, f"totals.{cls}")
         assert t[cls]["processes"] == len(data[key])
         assert t[cls]["rss_bytes"] == sum(p["rss_bytes"] for p in data[key])
-    check_fields(t["stale_dirs"], {"count": int, "size_bytes": int}, "totals.stale_dirs")
-    assert t["stale_dirs"]["count"] == len(data["stale_dirs"])
-    assert t["stale_dirs"]["size_bytes"] == sum(d["size_bytes"] for d in data["stale_dirs"])
+    for key in ("stale_dirs", "litter"):
+        check_fields(t[key], {"count": int, "size_bytes": int}, f"totals.{key}")
+        assert t[key]["count"] == len(data[key])
+        assert t[key]["size_bytes"] == sum(d["size_bytes"] for d in data[key])
     check_fields(t["sessions"], {"live": int, "orphaned": int}, "totals.sessions")
     assert t["sessions"]["live"] == sum(1 for s in data["sessions"] if s["owner_alive"])
     assert t["sessions"]["orphaned"] == sum(1 for s in data["sessions"] if not s["owner_alive"])
@@ -243,14 +248,18 @@ def test_the_prometheus_parser_rejects_what_node_exporter_rejects():
             parse_textfile(text)
 
 
-def test_prometheus_writes_a_valid_node_exporter_textfile_matching_the_json(tmp_path, tdir):
+@pytest.mark.parametrize("strict", [False, True], ids=["default", "strict"])
+def test_prometheus_writes_a_valid_node_exporter_textfile_matching_the_json(tmp_path, tdir, strict):
     litter = make_litter(tdir)
     prom = tmp_path / "embassy.prom"
 
-    out = run_cli("diagnose", "--temp-dir", tdir, "--json", "--prometheus", str(prom))
+    args = ["diagnose", "--temp-dir", tdir, "--json", "--prometheus", str(prom)]
+    out = run_cli(*args, *(["--strict"] * strict))
 
-    assert out.returncode == 1, out.stderr
+    # litter alone: healthy, unless --strict counts it
+    assert out.returncode == (1 if strict else 0), out.stderr
     data = json.loads(out.stdout)
+    assert data["healthy"] is not strict and data["strict"] is strict
     families = parse_textfile(prom.read_text())
     assert set(families) == METRICS
     for name, fam in families.items():
@@ -272,12 +281,12 @@ def test_prometheus_writes_a_valid_node_exporter_textfile_matching_the_json(tmp_
         (("state", "live"),): float(t["sessions"]["live"]),
         (("state", "orphaned"),): float(t["sessions"]["orphaned"]),
     }
-    # (a dead owner's session dir elsewhere on this shared machine may be listed too)
-    assert litter in {d["path"] for d in data["stale_dirs"]}
-    stale = t["stale_dirs"]
-    assert families["embassy_cleanup_stale_dirs"]["samples"] == {(): float(stale["count"])}
-    assert families["embassy_cleanup_stale_dir_bytes"]["samples"] == {(): float(stale["size_bytes"])}
-    assert families["embassy_cleanup_healthy"]["samples"] == {(): 0.0}
+    assert [d["path"] for d in data["litter"]] == [litter] and data["stale_dirs"] == []
+    assert families["embassy_cleanup_stale_dirs"]["samples"] == {(): 0.0}
+    assert families["embassy_cleanup_stale_dir_bytes"]["samples"] == {(): 0.0}
+    assert families["embassy_cleanup_litter_dirs"]["samples"] == {(): 1.0}
+    assert families["embassy_cleanup_litter_dir_bytes"]["samples"] == {(): float(len("litter"))}
+    assert families["embassy_cleanup_healthy"]["samples"] == {(): 0.0 if strict else 1.0}
     assert families["embassy_cleanup_scan_seconds"]["samples"][()] >= 0
 
 
@@ -289,13 +298,27 @@ def test_diagnose_exits_0_when_healthy(tdir):
     assert rc == 0 and data["stale_dirs"] == [] and not data["orphans"]
 
 
-def test_diagnose_exits_1_when_it_finds_a_leak(tdir):
-    make_litter(tdir)
+def test_diagnose_with_only_chromium_litter_is_healthy_and_lists_it_apart(tdir):
+    litter = make_litter(tdir)
 
     out = run_cli("diagnose", "--temp-dir", tdir)
 
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()[:2]
+    assert first == cli_module.HEALTHY
+    assert second.startswith("litter: 1 ")
+    assert litter in out.stdout
+
+
+def test_diagnose_strict_exits_1_on_litter_and_its_hint_keeps_the_temp_dir(tdir):
+    make_litter(tdir)
+
+    out = run_cli("diagnose", "--temp-dir", tdir, "--strict")
+
     assert out.returncode == 1, out.stderr
-    assert "LEAKS FOUND: run 'embassy-cleanup clean --dry-run' to see the fix" in out.stdout
+    first = out.stdout.splitlines()[0]
+    assert first.startswith(cli_module.LEAKS_FOUND + ":")
+    assert f"'embassy-cleanup clean --dry-run --temp-dir {tdir}'" in first
 
 
 @pytest.mark.parametrize(

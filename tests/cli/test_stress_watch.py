@@ -42,7 +42,17 @@ ITERATION_KEYS = {
     "chrome_rss_bytes",
     "error",
 }
-SAMPLE_KEYS = {"time", "processes", "session", "orphan", "foreign", "zombie", "stale_dirs", "rss_bytes"}
+SAMPLE_KEYS = {
+    "time",
+    "processes",
+    "session",
+    "orphan",
+    "foreign",
+    "zombie",
+    "stale_dirs",
+    "litter",
+    "rss_bytes",
+}
 SCENARIOS = ["normal", "kill-browser", "sigkill-owner"]
 
 
@@ -138,10 +148,12 @@ def test_stress_plot_should_draw_a_png_of_the_iterations(tiny, tmp_path):
 
 
 # -- watch --------------------------------------------------------------------
-def test_watch_json_prints_one_sample_per_interval_with_the_documented_keys(tdir):
+@pytest.mark.parametrize("strict", [False, True], ids=["default", "strict"])
+def test_watch_json_prints_one_sample_per_interval_with_the_documented_keys(tdir, strict):
     make_litter(tdir)
 
-    out = run_cli("watch", "--interval", "0.2", "--duration", "0.5", "--temp-dir", tdir, "--json")
+    args = ["watch", "--interval", "0.2", "--duration", "0.5", "--temp-dir", tdir, "--json"]
+    out = run_cli(*args, *(["--strict"] * strict))
 
     lines = out.stdout.splitlines()
     assert len(lines) >= 2, out.stdout
@@ -150,9 +162,9 @@ def test_watch_json_prints_one_sample_per_interval_with_the_documented_keys(tdir
         assert set(s) == SAMPLE_KEYS, s
         assert all(isinstance(s[k], int) and not isinstance(s[k], bool) for k in SAMPLE_KEYS - {"time"})
         assert s["processes"] == s["session"] + s["orphan"] + s["foreign"]
-        assert s["stale_dirs"] >= 1, "the litter dir in --temp-dir is not counted"
+        assert s["litter"] == 1 and s["stale_dirs"] == 0, "the litter dir in --temp-dir is not counted"
     assert all(len(s["time"]) == 8 and s["time"].count(":") == 2 for s in samples)
-    assert out.returncode == 1, "the last sample found a stale dir: exit 1"
+    assert out.returncode == (1 if strict else 0), "litter is a leak only with --strict"
 
 
 @pytest.mark.chrome
@@ -167,7 +179,8 @@ def test_watch_text_prints_a_header_and_one_row_per_sample(tdir):
     out = run_cli("watch", "--interval", "0.2", "--duration", "0", "--temp-dir", tdir)
 
     header, *rows = out.stdout.splitlines()
-    assert header.split() == ["time", "procs", "sess", "orph", "foreign", "zomb", "stale", "RSS", "MiB"]
+    columns = ["time", "procs", "sess", "orph", "foreign", "zomb", "stale", "litter", "RSS", "MiB"]
+    assert header.split() == columns
     assert len(rows) == 1, out.stdout
-    assert rows[0].split()[6] == "0", "stale dirs in an empty --temp-dir"
+    assert rows[0].split()[6:8] == ["0", "0"], "stale dirs or litter in an empty --temp-dir"
     assert out.returncode in (0, 1)

@@ -10,13 +10,12 @@ by that dir, never by name.
 from __future__ import annotations
 
 import os
-import shutil
 import textwrap
 
 import pytest
 
 from embassy_cleanup.pytest_plugin import LEAK_HEADLINE, TEST_MARKER
-from tests import _helpers as h
+from tests.plugin._child import read_note, still_running
 
 pytest_plugins = ["pytester"]
 
@@ -58,43 +57,6 @@ def test_quits():
     finally:
         driver.quit()
 """
-
-
-@pytest.fixture
-def child_tmp(monkeypatch):
-    """TMPDIR for the child pytest: short (it is the fixture's temp_root) and under the run dir."""
-    for n in range(1000):
-        path = os.path.join(h.SESSIONS_ROOT, f"p{n}")
-        try:
-            os.mkdir(path)
-            break
-        except FileExistsError:
-            continue
-    notes = os.path.join(path, "notes")
-    os.mkdir(notes)
-    monkeypatch.setenv("TMPDIR", path)
-    monkeypatch.setenv("PLUGIN_TEST_NOTES", notes)
-    monkeypatch.delenv(TEST_MARKER, raising=False)
-    yield path
-    # Whatever the child left (the off-by-default case leaks on purpose), by our own marker.
-    h.kill_all(h.processes_under(path))
-    shutil.rmtree(path, ignore_errors=True)  # only the dir this fixture created
-
-
-def read_note(child_tmp: str, name: str) -> str:
-    with open(os.path.join(child_tmp, "notes", name), encoding="utf-8") as fh:
-        return fh.read()
-
-
-def still_running(child_tmp: str) -> list[str]:
-    h.wait_until(lambda: not h.processes_under(child_tmp), timeout=5)
-    out = []
-    for p in h.processes_under(child_tmp):
-        try:
-            out.append(f"{p.pid} {p.name()}")
-        except Exception:
-            out.append(str(p.pid))
-    return out
 
 
 @pytest.mark.chrome

@@ -29,3 +29,53 @@ def test_launch_error_should_carry_chromedrivers_reason_without_its_doc_link(mon
     assert expected in msg
     assert "For documentation" not in msg
     assert info.value.report is not None and info.value.report.ok
+
+
+# -- the start deadline (issue 14) ------------------------------------------------
+def test_run_bounded_should_give_up_at_the_deadline_and_hand_a_late_result_to_on_late():
+    import threading
+
+    from embassy_cleanup._clock import Budget, Expired, run_bounded
+
+    release, late = threading.Event(), []
+    done = threading.Event()
+
+    def slow():
+        release.wait(10)
+        return "made after all"
+
+    def on_late(result):
+        late.append(result)
+        done.set()
+
+    with pytest.raises(Expired):
+        run_bounded(slow, Budget(0.05), "test-slow", on_late=on_late)
+    release.set()
+    assert done.wait(10) and late == ["made after all"]
+
+
+def test_run_bounded_should_return_the_result_and_reraise_the_error_in_time():
+    from embassy_cleanup._clock import Budget, run_bounded
+
+    assert run_bounded(lambda: 42, Budget(10), "test-fast") == 42
+
+    def fails():
+        raise ValueError("from the worker")
+
+    with pytest.raises(ValueError, match="from the worker"):
+        run_bounded(fails, Budget(10), "test-fails")
+
+
+def test_deadline_should_count_from_the_given_start_on_its_clock():
+    from embassy_cleanup._clock import Budget, Clock
+
+    now = [100.0]
+
+    class Fake(Clock):
+        def now(self) -> float:
+            return now[0]
+
+    d = Budget(5, Fake(), start=98.0)
+    assert d.remaining() == 3.0 and not d.expired()
+    now[0] = 103.0
+    assert d.remaining() == 0.0 and d.expired() and d.elapsed() == 5.0
