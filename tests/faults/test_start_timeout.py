@@ -44,7 +44,8 @@ def _start_should_fail(root: str, **kwargs) -> tuple[LaunchError, ChromeUltraAgg
     elapsed = time.monotonic() - t0
     err = info.value
     assert err.report is not None and err.report.ok, str(err.report)
-    assert cleanup.root is not None and not os.path.lexists(cleanup.root), "session dir left"
+    assert cleanup.root is None, "root names the session dir only while it exists"
+    assert any(os.path.basename(p).endswith(cleanup.session_id) for p in err.report.removed), "no dir removed"
     assert os.listdir(root) == []
     assert h.processes_under(root) == [], "a process of the session survived"
     for pid in cleanup.pids:
