@@ -141,7 +141,9 @@ def test_stress_plot_should_draw_a_png_of_the_iterations(tiny, tmp_path):
 def test_watch_json_prints_one_sample_per_interval_with_the_documented_keys(tdir):
     make_litter(tdir)
 
-    out = run_cli("watch", "--interval", "0.2", "--duration", "0.5", "--temp-dir", tdir, "--json")
+    # Two samples need the first one to end before --duration does: under
+    # load one inventory took more than the 0.5 s this test used to allow.
+    out = run_cli("watch", "--interval", "1", "--duration", "2", "--temp-dir", tdir, "--json")
 
     lines = out.stdout.splitlines()
     assert len(lines) >= 2, out.stdout
