@@ -12,7 +12,7 @@
 * ``bystander``: a Chrome started without our API plus a server on a port in
   9000-10000; the fixture asserts both survived the test.  One is started per
   module (``bystander_slot``) and shared by its tests; after a test that
-  failed or killed it, the next test gets a new one.
+  killed it (or a process of it), the next test gets a new one.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def bystander(bystander_slot):
         by.assert_alive()
         survived = True
     finally:
-        if not survived:  # killed (or the test failed): the next test gets a fresh one
+        if not survived:  # the test killed it (or part of it): the next test gets a new one
             bystander_slot.discard()
 
 

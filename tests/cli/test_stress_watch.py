@@ -152,7 +152,9 @@ def test_stress_plot_should_draw_a_png_of_the_iterations(tiny, tmp_path):
 def test_watch_json_prints_one_sample_per_interval_with_the_documented_keys(tdir, strict):
     make_litter(tdir)
 
-    args = ["watch", "--interval", "0.2", "--duration", "0.5", "--temp-dir", tdir, "--json"]
+    # Two samples need the first one to end before --duration does: under
+    # load one inventory took more than the 0.5 s this test used to allow.
+    args = ["watch", "--interval", "1", "--duration", "2", "--temp-dir", tdir, "--json"]
     out = run_cli(*args, *(["--strict"] * strict))
 
     lines = out.stdout.splitlines()
