@@ -4,7 +4,9 @@ The default plan is scoped to what is provably ours and abandoned:
 
 * every session whose owner is dead is torn down with the usual stages
   (processes found by that session's markers, its dir removed);
-* Chromium's own litter in the temp dir that no live process uses is removed.
+* Chromium's own litter in the temp dir that no live process uses, and that
+  is older than every live Chrome-family process of the user (so that none
+  of them can own it), is removed; younger litter is listed and kept.
 
 A live owner's session and foreign processes are never in the default plan.
 ``all_processes=True`` (the CLI's ``--all``, which asks for confirmation)
@@ -90,7 +92,7 @@ def plan_clean(inv: Inventory, older_than: float = 0.0, all_processes: bool = Fa
             )
         )
     for d in inv.litter:
-        if d.age_s >= older_than:
+        if d.age_s >= older_than and d.kept is None:
             plan.append(Action("remove-dir", d.path, "Chromium's own, unused"))
     if all_processes:
         for p in inv.processes:

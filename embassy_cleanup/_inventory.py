@@ -101,6 +101,8 @@ class StaleDir:
     kind: str  # "session" (ours, owner dead: in stale_dirs) or "chromium" (Chromium's own: in litter)
     age_s: float
     size_bytes: int
+    #: Why ``clean`` keeps this litter dir (None: nothing live can own it).
+    kept: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +110,7 @@ class StaleDir:
             "kind": self.kind,
             "age_s": round(self.age_s, 1),
             "size_bytes": self.size_bytes,
+            "kept": self.kept,
         }
 
 
@@ -390,6 +393,18 @@ def take_inventory(
             stale.append(StaleDir(s.root, "session", age, _dir_size(s.root)))
     sockets = _platform.unix_socket_paths()
     uid = os.getuid() if hasattr(os, "getuid") else None
+    # A Chromium litter dir that is younger than some live Chrome-family
+    # process of this user may be that process's (a live plain-Selenium
+    # session's empty scoped dir is on no command line and held open by
+    # nobody): it is listed and kept.  Only litter older than every such
+    # process cannot be a live one's (issue 13).
+    me_user = psutil.Process().username() if all_users else None
+    births = [
+        p.create_time
+        for p in procs.values()
+        if p.cls != "zombie" and (me_user is None or p.user == me_user)
+    ]
+    oldest_live = min(births, default=None)
     try:
         names = os.listdir(base)
     except OSError:
@@ -407,7 +422,10 @@ def take_inventory(
         prefix = path + os.sep
         if any(u == path or u.startswith(prefix) for u in used_paths | sockets):
             continue
-        litter.append(StaleDir(path, "chromium", now - st.st_mtime, _dir_size(path)))
+        kept = None
+        if oldest_live is not None and st.st_mtime + 1.0 >= oldest_live:
+            kept = "younger than a live Chrome-family process of this user, which may own it"
+        litter.append(StaleDir(path, "chromium", now - st.st_mtime, _dir_size(path), kept))
 
     return Inventory(
         temp_dir=base,

@@ -23,6 +23,7 @@ import string
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -191,12 +192,16 @@ def tiny_tmp_dir(max_len: int = 9) -> Iterator[str]:
         _leftovers_cleared(path)
 
 
-def make_litter(temp_dir: str, name: str = "org.chromium.Chromium.aB3dEf") -> str:
-    """A Chromium-style litter dir (unused) with a file in it."""
+def make_litter(temp_dir: str, name: str = "org.chromium.Chromium.aB3dEf", age_s: float = 7 * 86400) -> str:
+    """A Chromium-style litter dir (unused) with a file in it, ``age_s`` old."""
     path = os.path.join(temp_dir, name)
     os.mkdir(path)
     with open(os.path.join(path, "SingletonCookie"), "w") as fh:
         fh.write("litter")
+    # Older than any Chrome running now: no live session can own it (a younger
+    # one is kept by clean, see embassy_cleanup._inventory).
+    old = time.time() - age_s
+    os.utime(path, (old, old))
     return path
 
 

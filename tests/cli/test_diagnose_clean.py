@@ -18,6 +18,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -291,9 +292,9 @@ def test_unused_chromium_litter_is_listed_and_removed(tdir, name):
     (entry,) = _dirs_in(tdir, data)
     assert entry["size_bytes"] == len("litter")
 
-    kept = run_cli("clean", "--temp-dir", tdir, "--older-than", "3600")
+    kept = run_cli("clean", "--temp-dir", tdir, "--older-than", str(30 * 86400))
     assert kept.returncode == 0, kept.stderr
-    assert os.path.isdir(litter), "--older-than 3600 removed a fresh dir"
+    assert os.path.isdir(litter), "--older-than 30 days removed a dir of 7 days"
 
     plan = _plan(run_cli("clean", "--temp-dir", tdir, "--dry-run", "--json"))
     assert [(a["action"], a["target"]) for a in plan if a["target"].startswith(tdir)] == [
@@ -306,6 +307,24 @@ def test_unused_chromium_litter_is_listed_and_removed(tdir, name):
     assert re.search(rf"remove-dir\s+{re.escape(litter)}\s+removed", out.stdout), out.stdout
     assert not os.path.lexists(litter)
     assert _dirs_in(tdir, diagnose(tdir, expect=(0, 1))) == []
+
+
+@pytest.mark.chrome
+def test_litter_younger_than_a_live_chrome_of_the_user_is_listed_as_kept_and_not_removed(tdir, bystander):
+    """A live plain-Selenium session's empty scoped dir is on no command line and
+    held open by nobody; only its age tells that a live Chrome may own it."""
+    scoped = make_litter(tdir, "org.chromium.Chromium.scoped_dir.Live01", age_s=0)
+    old = make_litter(tdir, "org.chromium.Chromium.scoped_dir.Old001")
+
+    data = diagnose(tdir, expect=0)
+    kept = {d["path"]: d["kept"] for d in _dirs_in(tdir, data)}
+    assert kept[scoped] is not None and kept[old] is None, kept
+
+    out = run_cli("clean", "--temp-dir", tdir)
+    assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
+    assert os.path.isdir(scoped), "clean removed litter a live Chrome may own"
+    assert not os.path.lexists(old)
+    bystander.assert_alive()
 
 
 def test_chromium_litter_in_use_is_neither_listed_nor_removed(tdir):
@@ -339,6 +358,8 @@ def test_a_symlink_named_like_litter_is_never_followed(tdir):
     litter = make_litter(tdir, "org.chromium.Chromium.withlink")
     inner = os.path.join(litter, "inner")
     os.symlink(target, inner)
+    old = time.time() - 7 * 86400
+    os.utime(litter, (old, old))  # older than any live Chrome again (see make_litter)
 
     data = diagnose(tdir, expect=0)
     assert [d["path"] for d in _dirs_in(tdir, data)] == [litter], "the symlink was listed"

@@ -61,7 +61,7 @@ SESSION_FIELDS = {
     "owner_alive": bool,
     "pids": list,
 }
-STALE_DIR_FIELDS = {"path": str, "kind": str, "age_s": NUMBER, "size_bytes": int}
+STALE_DIR_FIELDS = {"path": str, "kind": str, "age_s": NUMBER, "size_bytes": int, "kept": (str, type(None))}
 CLASS_TOTAL_FIELDS = {
     "processes": int,
     "rss_bytes": int,
