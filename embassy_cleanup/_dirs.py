@@ -104,3 +104,12 @@ def remove_singleton_dir(path: str) -> tuple[bool, str | None]:
         return False, f"{path!r} holds more than Chromium's singleton files: left alone"
     problem = remove_tree(path)
     return problem is None, problem
+
+
+def free_space_note(path: str) -> str:
+    """``" (N MiB free)"`` for the file system holding ``path``, or ``""``."""
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):
+        return ""
+    return f" ({st.f_bavail * st.f_frsize / 2**20:.0f} MiB free on that file system)"

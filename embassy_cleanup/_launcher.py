@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import _platform
 from ._clock import Budget, Expired, run_bounded
+from ._dirs import free_space_note
 from ._errors import ConfigError, DriverNotFoundError, LaunchError
 from ._evidence import (
     OUTPUT_FILE,
@@ -396,7 +397,8 @@ def make_session_root(temp_root: str | None, session_id: str) -> SessionPaths:
     except OSError as err:
         raise LaunchError(
             f"cannot create the session dir in {base!r} (from {source}): "
-            f"{err.strerror or err}; pass temp_root= a writable directory",
+            f"{err.strerror or err}{free_space_note(base)}; free some space or pass temp_root= "
+            "a writable directory",
             path=base,
         ) from err
     paths = SessionPaths(
@@ -412,7 +414,9 @@ def make_session_root(temp_root: str | None, session_id: str) -> SessionPaths:
     except OSError as err:
         shutil.rmtree(root, ignore_errors=True)
         raise LaunchError(
-            f"cannot populate the session dir {root!r}: {err.strerror or err}", path=root
+            f"cannot populate the session dir {root!r} (from {source}): {err.strerror or err}"
+            f"{free_space_note(base)}; free some space or pass temp_root= a writable directory",
+            path=root,
         ) from err
     return paths
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from . import _platform
+from ._dirs import free_space_note
 from ._errors import LaunchError
 from ._ownership import ROOT_PREFIX
 
@@ -55,6 +56,16 @@ class OwnerLock:
     """
 
     def __init__(self, root: str) -> None:
+        try:
+            self._take(root)
+        except OSError as err:  # a full disk, a read-only dir
+            raise LaunchError(
+                f"cannot create the owner lock in {root!r}: {err.strerror or err}{free_space_note(root)}; "
+                "free some space or pass temp_root= on another file system",
+                path=root,
+            ) from err
+
+    def _take(self, root: str) -> None:
         self.path = os.path.join(root, LOCK_NAME)
         tmp = os.path.join(root, f".{LOCK_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
@@ -114,15 +125,6 @@ def write_record(root: str, data: dict[str, Any]) -> None:
             f"{free_space_note(root)}; free some space or pass temp_root= on another file system",
             path=root,
         ) from err
-
-
-def free_space_note(path: str) -> str:
-    """``" (N MiB free)"`` for the file system holding ``path``, or ``""``."""
-    try:
-        st = os.statvfs(path)
-    except (OSError, AttributeError):
-        return ""
-    return f" ({st.f_bavail * st.f_frsize / 2**20:.0f} MiB free on that file system)"
 
 
 def _read_regular(path: str, limit: int) -> bytes | None:
