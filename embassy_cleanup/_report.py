@@ -116,22 +116,28 @@ class StageResult:
             "notes": list(self.notes),
         }
 
-    def summary(self) -> str:
+    def summary_lines(self) -> list[str]:
+        """The stage's line (name, duration, what it did), then one line per
+        further note and per error."""
+        notes = list(self.notes)
         if self.skipped_reason is not None:
             what = f"skipped: {self.skipped_reason}"
         else:
-            parts = []
-            if self.killed:
-                parts.append(f"signalled {len(self.killed)}")
-            if self.removed:
-                parts.append(f"removed {len(self.removed)}")
-            if self.survivors:
-                parts.append(f"{len(self.survivors)} survived")
-            parts.extend(self.notes)
+            parts = [f"signalled {len(self.killed)}"] if self.killed else []
+            parts += [f"removed {len(self.removed)}"] if self.removed else []
+            parts += [f"{len(self.survivors)} survived"] if self.survivors else []
+            if not parts and notes:
+                parts.append(notes.pop(0))
             what = ", ".join(parts) or "nothing to do"
-        if self.errors:
-            what += f"; {len(self.errors)} error(s): " + "; ".join(self.errors)
-        return f"{self.stage.value:<9} {self.duration_s * 1000:8.1f} ms  {what}"
+        pad = " " * 23
+        return (
+            [f"{self.stage.value:<9} {self.duration_s * 1000:8.1f} ms  {what}"]
+            + [pad + note for note in notes]
+            + [f"{pad}error: {err}" for err in self.errors]
+        )
+
+    def summary(self) -> str:
+        return "\n".join(self.summary_lines())
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,6 @@ class CleanupReport:
             f"cleanup of session {self.session_id}: "
             f"{'ok' if self.ok else 'LEFTOVERS'} in {self.duration_s * 1000:.1f} ms"
         )
-        lines = [head] + ["  " + s.summary() for s in self.stages]
+        lines = [head] + ["  " + line for s in self.stages for line in s.summary_lines()]
         lines += [f"  leftover: {lo}" for lo in self.leftovers]
         return "\n".join(lines)

@@ -104,6 +104,22 @@ def _boot_time() -> float:
     return _BOOT_TIME
 
 
+_COMM_MAX = 15  # the kernel cuts a process's name (comm) to 15 bytes
+
+
+def _full_name(pid: int, comm: str) -> str:
+    """``comm``, or the executable's file name when ``comm`` is that name cut
+    to 15 bytes (``chrome_crashpa`` -> ``chrome_crashpad_handler``): one
+    ``readlink`` only for names that long."""
+    if len(comm) < _COMM_MAX:
+        return comm
+    try:
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        return comm
+    return exe if exe.startswith(comm) else comm
+
+
 def _read_stat(pid: int) -> ProcRow | None:
     """One process's row from ``/proc/<pid>/stat`` (None if it is gone)."""
     try:
@@ -121,7 +137,7 @@ def _read_stat(pid: int) -> ProcRow | None:
         ppid=int(fields[1]),
         pgrp=int(fields[2]),
         create_time=int(fields[19]) / _CLOCK_TICKS + _boot_time(),
-        name=head.partition(b"(")[2].decode("utf-8", "replace"),
+        name=_full_name(pid, head.partition(b"(")[2].decode("utf-8", "replace")),
         zombie=fields[0] in (b"Z", b"X"),
     )
 
@@ -129,8 +145,8 @@ def _read_stat(pid: int) -> ProcRow | None:
 def process_table() -> list[ProcRow]:
     """Every process, from one read of ``/proc/<pid>/stat`` each.
 
-    ``name`` is the kernel's 15-character ``comm`` (psutil lengthens it from
-    the command line; discovery only logs it)."""
+    ``name`` is the kernel's ``comm``, lengthened from the executable's
+    path when the kernel cut it to 15 bytes."""
     rows = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():

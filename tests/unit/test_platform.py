@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -331,3 +332,17 @@ def test_kill_group_should_end_the_leader_and_its_group_only_for_the_right_ident
         if member is not None and h.pid_running(member.pid):
             member.kill()
         leader.stdout.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux process table")
+def test_process_table_should_lengthen_a_name_the_kernel_cut_from_the_executable(tmp_path):
+    exe = tmp_path / "sleeper_with_a_long_name"
+    shutil.copy("/bin/sleep", exe)
+    proc = subprocess.Popen([str(exe), "30"])
+    try:
+        assert h.wait_until(lambda: any(r.pid == proc.pid for r in _platform.process_table()), timeout=5)
+        (row,) = [r for r in _platform.process_table() if r.pid == proc.pid]
+        assert row.name == "sleeper_with_a_long_name"
+    finally:
+        proc.kill()
+        proc.wait()

@@ -89,17 +89,23 @@ def test_ok_should_not_depend_on_stage_errors():
     assert make_report().ok is True
 
 
-def test_str_should_print_a_head_line_then_one_line_per_stage():
+def test_str_should_print_a_head_line_then_one_line_per_stage_and_one_per_further_note():
     report = make_report()
 
     lines = str(report).splitlines()
+    stage_lines = [ln for ln in lines[1:] if not ln.startswith("   ")]
 
-    assert len(lines) == 1 + len(report.stages)
     assert "0123456789ab" in lines[0] and "ok" in lines[0]
-    for line, stage in zip(lines[1:], report.stages):
-        assert line.split()[0] == stage.stage.value
-    assert "skipped: graceful=False" in lines[1]
-    assert "1 survived" in lines[2]
+    assert [ln.split()[0] for ln in stage_lines] == [s.stage.value for s in report.stages]
+    assert "skipped: graceful=False" in stage_lines[0]
+    assert "1 survived" in stage_lines[1]
+    notes_and_errors = sum(len(s.notes) + len(s.errors) for s in report.stages)
+    counted = sum(
+        1
+        for s in report.stages
+        if s.skipped_reason is None and not (s.killed or s.removed or s.survivors) and s.notes
+    )
+    assert len(lines) == 1 + len(report.stages) + notes_and_errors - counted, "one line per note"
 
 
 def test_str_should_add_one_line_per_leftover():
