@@ -43,7 +43,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import psutil
 
@@ -56,6 +56,9 @@ from ._report import CleanupReport
 from ._teardown import LOCAL_PLAN, TERM_GRACE, Plan, TeardownInterrupted, TeardownTarget, run_teardown
 from ._watchdog import Reaper
 from ._webdriver import CommandGuard, release_driver
+
+if TYPE_CHECKING:  # pragma: no cover
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 log = logging.getLogger("embassy_cleanup")
 
@@ -225,7 +228,7 @@ class AdoptedSession(SessionHandle):
     def __init__(self, lifecycle: Lifecycle, kind: AdoptedKind, driver: Any, raise_on_leak: bool) -> None:
         self._lifecycle = lifecycle
         self._kind = kind
-        self.driver: Any = driver
+        self.driver: WebDriver | None = driver
         self.raise_on_leak = raise_on_leak
         self._arm_finalizer()
 
@@ -247,7 +250,9 @@ class AdoptedSession(SessionHandle):
     def _after_close(self) -> None:
         self.driver = None
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> WebDriver:
+        if self.driver is None:
+            raise RuntimeError(f"adopted driver {self.session_id} was already torn down")
         return self.driver
 
     def __repr__(self) -> str:

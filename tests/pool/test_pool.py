@@ -531,3 +531,31 @@ def test_a_check_that_crashes_after_a_job_retires_the_browser_instead_of_keeping
         with pool.session() as d:  # the slot is free again (on_full="reject" would raise otherwise)
             d.get(page("slot free"))
             assert d.title == "slot free"
+
+
+#: Frozen-browser teardowns in the thread-count test (bench/frozen_threads.py runs 100).
+FROZEN_ROUNDS = 4
+
+
+def test_frozen_browser_teardowns_leave_no_thread_behind(pool_kwargs):
+    """Each frozen browser costs a hung WebDriver call (the pool's check) until
+    the browser is killed; after the teardown those threads end, so a
+    long-running pool does not gain a thread per frozen browser (issue 13, 7g)."""
+    baseline = {t.ident for t in threading.enumerate()}
+    with ChromePool(max_size=1, **dict(pool_kwargs, check_timeout=1)) as pool:
+        for _ in range(FROZEN_ROUNDS):
+            with pool.session() as d:
+                browser = browser_of(session_of(pool, d))
+            browser.suspend()
+            with pool.session() as d:  # the frozen one is retired, a new one handed out
+                d.get(page("next"))
+        assert pool.stats().recycled["unhealthy"] == FROZEN_ROUNDS
+
+    def ours_left() -> list[str]:  # the watchdog's monitor is one per owner, not per browser
+        return [
+            t.name
+            for t in threading.enumerate()
+            if t.ident not in baseline and t.name.startswith("embassy") and "watchdog-monitor" not in t.name
+        ]
+
+    assert h.wait_until(lambda: not ours_left(), timeout=10), ours_left()
