@@ -25,7 +25,7 @@ def main(rounds: int) -> int:
     before = threading.active_count()
     peak = before
     t0 = time.monotonic()
-    with ChromePool(max_size=1, temp_root=root, idle_timeout=None, check_timeout=1) as pool:
+    with ChromePool(max_size=1, temp_root=root, idle_timeout=None, check_timeout=10) as pool:
         for i in range(rounds):
             with pool.session() as d:
                 session = pool.session_of(d)
@@ -33,7 +33,10 @@ def main(rounds: int) -> int:
                 leader = session.view().leader
                 assert leader is not None
                 browser = psutil.Process(leader.pid).children()[0]
-            browser.suspend()
+            try:
+                browser.suspend()
+            except psutil.NoSuchProcess:  # retired after its job (a failed reset): no round
+                continue
             with pool.session() as d:
                 d.get("data:text/html,<title>next</title>")
             peak = max(peak, threading.active_count())
