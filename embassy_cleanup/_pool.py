@@ -29,6 +29,7 @@ starting after the pool closed is torn down by the thread that started it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import dataclasses
@@ -42,7 +43,7 @@ import types
 import warnings
 import weakref
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping
 
 import psutil
 
@@ -56,6 +57,7 @@ from ._errors import (
     PoolFullError,
     PoolTimeoutError,
 )
+from ._lifecycle import run_off_loop
 from ._options import SessionOptions, validate
 from ._session import ChromeUltraAggressiveCleanup
 from ._webdriver import first_line
@@ -68,6 +70,8 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("embassy_cleanup")
 
 ON_FULL = ("wait", "evict", "reject")
+#: ``on_full=``'s values, as a type.
+OnFull = Literal["wait", "evict", "reject"]
 #: Why a browser was retired before its time; the keys of ``PoolStats.recycled``.
 RECYCLE_REASONS = ("max_uses", "memory", "unhealthy")
 
@@ -604,6 +608,30 @@ def _finalize_pool(core: _PoolCore) -> None:
             core.close(wait_for_starting=60)
 
 
+class Checkout:
+    """What :meth:`ChromePool.session` returns: a checkout usable with
+    ``with`` and with ``async with``."""
+
+    def __init__(self, cm: contextlib.AbstractContextManager[WebDriver]) -> None:
+        self._cm = cm
+
+    def __enter__(self) -> WebDriver:
+        return self._cm.__enter__()
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        return self._cm.__exit__(*exc)
+
+    async def __aenter__(self) -> WebDriver:
+        try:
+            return await run_off_loop(self._cm.__enter__)
+        except asyncio.CancelledError:  # checked out meanwhile: give it back, then re-raise
+            await run_off_loop(lambda: self._cm.__exit__(None, None, None))
+            raise
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        return await run_off_loop(lambda: self._cm.__exit__(*exc))
+
+
 class ChromePool:
     """A pool of Chrome sessions for long-running services.
 
@@ -640,7 +668,7 @@ class ChromePool:
         idle_timeout: float | None = 300.0,
         max_uses: int | None = 100,
         max_memory_mb: float | None = None,
-        on_full: str = "wait",
+        on_full: OnFull = "wait",
         wait_timeout: float = 60.0,
         check_timeout: float = 5.0,
         **session_options: Any,
@@ -677,10 +705,11 @@ class ChromePool:
             )
             self._core.reaper.start()
 
-    @contextlib.contextmanager
-    def session(self, *, timeout: float | None = None, **overrides: Any) -> Iterator[WebDriver]:
+    def session(self, *, timeout: float | None = None, **overrides: Any) -> Checkout:
         """Check a browser out for one job; it goes back when the block ends.
 
+        ``with pool.session() as driver``, or ``async with`` in asyncio code
+        (the checkout and the return then run off the event loop).
         ``overrides`` are session options for this job (``extra_args``,
         ``preset`` ...); browsers are reused only for jobs with the same
         options.  ``timeout`` overrides ``wait_timeout``.  Raises
@@ -688,6 +717,10 @@ class ChromePool:
         :class:`PoolTimeoutError`, :class:`PoolClosedError`, or the
         session's own errors when a browser fails to start.
         """
+        return Checkout(self._checkout(timeout, overrides))
+
+    @contextlib.contextmanager
+    def _checkout(self, timeout: float | None, overrides: dict[str, Any]) -> Iterator[WebDriver]:
         core = self._core
         core.check_owner()
         if timeout is not None:

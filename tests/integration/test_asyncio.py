@@ -73,3 +73,26 @@ def test_a_cancelled_task_still_tears_its_session_down(session_kwargs, when):
     cleanup = holder["c"]
     assert cleanup.report is not None, "the cancelled task left its session open"
     assert cleanup.report.ok, str(cleanup.report)
+
+
+def test_async_with_pool_session_checks_out_and_returns_off_the_loop(session_kwargs):
+    from embassy_cleanup import ChromePool
+
+    async def main() -> tuple[int, str]:
+        ticks: list[float] = []
+        stop = asyncio.Event()
+        ticker = asyncio.create_task(_ticker(ticks, stop))
+        with ChromePool(max_size=1, idle_timeout=None, **session_kwargs) as pool:
+            async with pool.session() as driver:
+                title = await asyncio.to_thread(
+                    lambda: (driver.get("data:text/html,<title>p</title>"), driver.title)[1]
+                )
+            during = len(ticks)
+            assert pool.stats().idle == 1, "the browser went back to the pool"
+        stop.set()
+        await ticker
+        return during, title
+
+    during, title = asyncio.run(main())
+    assert title == "p"
+    assert during > 1, "the event loop stood still during the checkout"
