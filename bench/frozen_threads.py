@@ -10,6 +10,7 @@ would grow by one thread per round.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import threading
@@ -22,6 +23,13 @@ from embassy_cleanup import ChromePool
 
 def main(rounds: int) -> int:
     root = tempfile.mkdtemp(prefix="ft-", dir="/tmp")
+    try:
+        return _run(rounds, root)
+    finally:
+        os.rmdir(root)
+
+
+def _run(rounds: int, root: str) -> int:
     before = threading.active_count()
     peak = before
     t0 = time.monotonic()
