@@ -732,6 +732,44 @@ def start_driver(
     return driver, service
 
 
+def attach_driver(
+    opts: SessionOptions,
+    session_id: str,
+    paths: SessionPaths,
+    driver_path: str,
+    devtools_port: int,
+    on_spawn: Callable[[subprocess.Popen[bytes]], Any],
+    bidi: bool = True,
+) -> WebDriver:
+    """Another chromedriver and WebDriver session on the session's running
+    browser (``debuggerAddress``), started like the session's own: in its own
+    process session, with the session's markers, recorded by ``on_spawn`` the
+    moment it exists.  ``bidi``: with WebDriver BiDi (user contexts)."""
+    from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
+
+    options = webdriver.ChromeOptions()
+    options.debugger_address = f"127.0.0.1:{devtools_port}"
+    options.enable_bidi = bidi
+    if opts.options is not None:
+        options.page_load_strategy = opts.options.page_load_strategy
+    service = _service_class()(
+        executable_path=driver_path,
+        env=child_env(opts, session_id, paths),
+        popen_kw=_platform.new_session_popen_kw(),
+    )
+    service.on_spawn = on_spawn
+    try:
+        driver = webdriver.Chrome(service=service, options=options)
+    except WebDriverException as err:
+        raise LaunchError(
+            f"chromedriver could not attach to the browser at 127.0.0.1:{devtools_port}: "
+            f"{webdriver_reason(err)}; the browser may have died",
+            path=driver_path,
+        ) from err
+    return driver
+
+
 def read_devtools_port(profile_dir: str) -> int | None:
     """The DevTools port Chrome wrote into ``DevToolsActivePort``, if any."""
     try:

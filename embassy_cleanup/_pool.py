@@ -11,7 +11,8 @@ teardown when the pool retires it.  What the pool adds is lifecycle:
   cleared);
 * it is retired after ``max_uses`` jobs, when its process tree passes
   ``max_memory_mb``, when a check fails, when it sat idle for longer than
-  ``idle_timeout`` (a background reaper), or to make room (``on_full="evict"``);
+  ``idle_timeout`` (a background reaper), or to make room for a job of
+  other options (in every ``on_full`` mode);
 * each checkout gets its own view of the driver (a shallow copy sharing the
   WebDriver session), which refuses to work once its lease is over (returned,
   retired, pool closed) with :class:`LeaseExpiredError` or
@@ -40,6 +41,7 @@ import os
 import threading
 import time
 import types
+import urllib.parse
 import warnings
 import weakref
 from collections import Counter
@@ -48,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping
 import psutil
 
 from ._clock import call_with_deadline
+from ._contexts import BrowserContext, BrowserHost
 from ._errors import (
     CleanupIncomplete,
     ConfigError,
@@ -72,6 +75,9 @@ log = logging.getLogger("embassy_cleanup")
 ON_FULL = ("wait", "evict", "reject")
 #: ``on_full=``'s values, as a type.
 OnFull = Literal["wait", "evict", "reject"]
+ISOLATION = ("browser", "context")
+#: ``isolation=``: a browser per job at a time, or a user context per job.
+Isolation = Literal["browser", "context"]
 #: Why a browser was retired before its time; the keys of ``PoolStats.recycled``.
 RECYCLE_REASONS = ("max_uses", "memory", "unhealthy")
 
@@ -114,6 +120,7 @@ class _Lease:
     def __init__(self) -> None:
         self.view: Any = None
         self.revoked: tuple[type[EmbassyCleanupError], str] | None = None
+        self.context: BrowserContext | None = None  # isolation="context"
 
 
 class _Entry:
@@ -126,6 +133,12 @@ class _Entry:
         self.uses = 0
         self.last_used = time.monotonic()
         self.lease: _Lease | None = None
+        # isolation="context": the lanes and contexts' books, the leases out
+        # now, and why no new context may open (retire once the last returns)
+        self.host: BrowserHost | None = None
+        self.leases: list[_Lease] = []
+        self.reserved = 0  # lanes set aside for checkouts whose context is being opened
+        self.draining: str | None = None
 
     @property
     def sid(self) -> str:
@@ -138,10 +151,20 @@ class _Entry:
         self.lease = lease
         return lease
 
+    def lend_context(self, budget: float) -> _Lease:
+        """A new lease on a fresh user context of this browser (context mode)."""
+        assert self.host is not None
+        lease = _Lease()
+        lease.context = BrowserContext(self.host, budget)
+        lease.view = _context_view(self, lease, lease.context)
+        return lease
+
     def end_lease(self, why: tuple[type[EmbassyCleanupError], str]) -> None:
-        if self.lease is not None and self.lease.revoked is None:
-            self.lease.revoked = why
+        for lease in [self.lease, *self.leases]:
+            if lease is not None and lease.revoked is None:
+                lease.revoked = why
         self.lease = None
+        self.leases = []
 
 
 #: Helper objects a WebDriver builds around itself at construction; a view
@@ -178,6 +201,61 @@ def _lease_view(entry: _Entry, lease: _Lease) -> Any:
             cls, why = revoked
             raise cls(f"browser {entry.sid}: {why}", session_id=entry.sid)
         return raw(driver_command, params)
+
+    view.execute = execute  # type: ignore[method-assign,assignment]
+    return view
+
+
+def _context_view(entry: _Entry, lease: _Lease, ctx: BrowserContext) -> Any:
+    """The driver of one context lease: a shallow copy of the lane's driver
+    whose ``execute`` checks the lease (as ``_lease_view``'s does) and keeps
+    the job inside its user context: ``window_handles`` lists only its tabs,
+    ``switch_to.window`` refuses another context's, ``switch_to.new_window``
+    opens the tab in its context, and ``quit()`` only ends the job's use of
+    the lane (the context is removed when the block ends)."""
+    from selenium.common.exceptions import NoSuchWindowException, WebDriverException
+    from selenium.webdriver.remote.command import Command
+
+    view = copy.copy(ctx.lane)
+    for name in _BOUND_HELPERS:
+        helper = view.__dict__.get(name)
+        if helper is not None:
+            setattr(view, name, type(helper)(view))
+    raw = types.MethodType(type(view).execute, view)
+
+    def execute(driver_command: str, params: dict[str, Any] | None = None) -> Any:
+        revoked = lease.revoked
+        if revoked is not None:
+            cls, why = revoked
+            raise cls(f"browser {entry.sid}, context {ctx.context_id}: {why}", session_id=entry.sid)
+        if driver_command == Command.QUIT:
+            return {"value": None}
+        if driver_command == Command.W3C_GET_WINDOW_HANDLES:
+            return {"value": ctx.handles()}
+        if driver_command == Command.NEW_WINDOW:
+            kind = (params or {}).get("type") or "tab"
+            return {"value": {"handle": ctx.new_tab(kind), "type": kind}}
+        if driver_command == "setPermissions":  # driver.set_permissions(): in this context only
+            url = urllib.parse.urlsplit(raw(Command.GET_CURRENT_URL)["value"])
+            descriptor = (params or {}).get("descriptor") or {}
+            name, state = str(descriptor.get("name")), str((params or {}).get("state"))
+            ctx.set_permission(name, state, f"{url.scheme}://{url.netloc}")
+            return {"value": None}
+        if driver_command == Command.SWITCH_TO_WINDOW:
+            handle = (params or {}).get("handle")
+            if handle not in ctx.handles():
+                raise NoSuchWindowException(f"no such window {handle!r} in this job's browser context")
+        try:
+            return raw(driver_command, params)
+        except WebDriverException as err:
+            host = entry.host
+            if host is not None and not host.browser_alive():
+                raise LeaseExpiredError(
+                    f"browser {entry.sid} died under this job (context {ctx.context_id}); the pool retires "
+                    "it and the next job gets a new browser",
+                    session_id=entry.sid,
+                ) from err
+            raise
 
     view.execute = execute  # type: ignore[method-assign,assignment]
     return view
@@ -232,7 +310,11 @@ class _PoolCore:
         check_timeout: float,
         session_kwargs: dict[str, Any],
         new_session: Callable[[dict[str, Any]], ChromeUltraAggressiveCleanup],
+        isolation: str = "browser",
+        per_browser: int = 1,
     ) -> None:
+        self.isolation = isolation
+        self.per_browser = per_browser if isolation == "context" else 1
         self.max_size = max_size
         self.idle_timeout = idle_timeout
         self.max_uses = max_uses
@@ -252,12 +334,29 @@ class _PoolCore:
         self.waiting = 0
         self.closed = False
         self.close_reports: list[CleanupReport] = []
+        self.context_reports: list[CleanupReport] = []  # the last 100 (context mode)
         self.counts: Counter[str] = Counter()
         self.reaper: threading.Thread | None = None
 
     # -- books (call with the lock held) ----------------------------------
     def _live(self) -> int:
         return len(self.idle) + len(self.busy) + self.creating
+
+    def _has_room(self, entry: _Entry) -> bool:
+        """Context mode: whether a busy browser can take one more context."""
+        if self.isolation != "context" or entry.draining is not None:
+            return False
+        in_flight = len(entry.leases) + entry.reserved
+        opened = entry.uses + in_flight
+        return in_flight < self.per_browser and (self.max_uses is None or opened < self.max_uses)
+
+    def occupancy(self) -> str:
+        """The real counts, for error messages: what holds the ``max_size`` slots
+        (in use, idle, starting) and what is on its way out (retiring)."""
+        return (
+            f"max_size={self.max_size}: {len(self.busy)} in use, {len(self.idle)} idle, "
+            f"{self.creating} starting, {self.retiring} retiring"
+        )
 
     def stats(self) -> PoolStats:
         with self.cond:
@@ -292,6 +391,8 @@ class _PoolCore:
                 self.retire(victim, "evicted")
             if entry is None:
                 return self._create(key, kwargs)
+            if self.isolation == "context" and len(entry.leases) + entry.reserved > 1:
+                return entry  # in use by other jobs right now: checked when it was handed out
             try:
                 problem = self.check(entry)
             except Exception as err:
@@ -303,6 +404,8 @@ class _PoolCore:
                     self.counts["reused"] += 1
                     return entry
                 self.busy.discard(entry)
+                entry.leases.clear()
+                entry.reserved = 0
                 self.counts["recycled:unhealthy"] += 1
                 self.retiring += 1
                 self.cond.notify_all()
@@ -316,32 +419,37 @@ class _PoolCore:
             while True:
                 if self.closed:
                     raise PoolClosedError("the pool is closed")
+                for entry in self.busy:  # context mode: a browser with a free lane
+                    if entry.key == key and self._has_room(entry):
+                        entry.reserved += 1  # its context opens outside the lock
+                        return entry, None
                 for entry in reversed(self.idle):  # most recently used: lets the rest idle out
                     if entry.key == key:
                         self.idle.remove(entry)
                         self.busy.add(entry)
+                        if self.isolation == "context":
+                            entry.reserved += 1
                         return entry, None
                 if self._live() < self.max_size:
                     self.creating += 1
                     return None, None
-                if self.on_full == "reject":
-                    raise PoolFullError(
-                        f"the pool is full: {len(self.busy)} of max_size={self.max_size} browsers are "
-                        f"in use{' and others are starting' if self.creating else ''} (on_full='reject')",
-                        max_size=self.max_size,
-                    )
-                if self.on_full == "evict" and self.idle:
-                    victim = self.idle.pop(0)  # least recently used, of another kind
+                if self.idle:  # full, but an idle browser of another kind can make room (any on_full)
+                    victim = self.idle.pop(0)  # the least recently used
                     self.counts["evicted"] += 1
                     self.retiring += 1
                     self.creating += 1
                     return None, victim
+                if self.on_full == "reject":
+                    raise PoolFullError(
+                        f"the pool is full: {self.occupancy()} (on_full='reject'); return browsers sooner, "
+                        "raise max_size or use on_full='wait'",
+                        max_size=self.max_size,
+                    )
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise PoolTimeoutError(
-                        f"no browser became free within {timeout:g} s: all "
-                        f"max_size={self.max_size} are in use; return them sooner, raise max_size or "
-                        "pass a longer timeout",
+                        f"no browser became free within {timeout:g} s: {self.occupancy()}; return them "
+                        "sooner, raise max_size or pass a longer timeout",
                         max_size=self.max_size,
                         seconds=timeout,
                     )
@@ -357,13 +465,22 @@ class _PoolCore:
         try:
             session = self.new_session(kwargs)
             driver = session.start()
+            host = BrowserHost(session, self.per_browser) if self.isolation == "context" else None
         except BaseException:
+            if session is not None and session.report is None:  # started, but its lanes failed
+                try:
+                    session.close()
+                except Exception as err:  # never hide the error that got us here
+                    log.warning("pool: tearing down browser %s failed: %r", session.session_id, err)
             with self.cond:
                 self.creating -= 1
                 self.counts["errors"] += 1
                 self.cond.notify_all()
             raise
         entry = _Entry(key, session, driver)
+        entry.host = host
+        if host is not None:
+            entry.reserved = 1
         with self.cond:
             closed = self.closed
             if not closed:
@@ -377,6 +494,74 @@ class _PoolCore:
                 self.cond.notify_all()
             raise PoolClosedError("the pool was closed while a browser was starting for this checkout")
         return entry
+
+    # -- context mode --------------------------------------------------------
+    def lend_context(self, entry: _Entry) -> _Lease:
+        """Open a fresh user context on ``entry`` (a lane was reserved for it)."""
+        budget = float(self.session_kwargs.get("cleanup_timeout", 10.0))
+        try:
+            lease = entry.lend_context(budget)
+        except BaseException:
+            with self.cond:
+                entry.reserved -= 1
+                entry.draining = entry.draining or "unhealthy"
+            self._after_context(entry)
+            raise
+        with self.cond:
+            entry.reserved -= 1  # the reservation becomes the lease
+            entry.leases.append(lease)
+        return lease
+
+    def release_context(self, entry: _Entry, lease: _Lease) -> None:
+        """The job is over: remove its context (verified), then decide the browser's fate."""
+        with self.cond:
+            if self.closed or lease not in entry.leases:
+                return  # close() tore it down already (or is doing so)
+            lease.revoked = _RETURNED
+        assert lease.context is not None
+        report = lease.context.close()
+        if not report.ok:
+            log.warning(
+                "pool: context %s of browser %s left leftovers: %s",
+                report.session_id,
+                entry.sid,
+                report.leftovers,
+            )
+        reason = None
+        if entry.host is not None and not entry.host.browser_alive():
+            reason = "unhealthy"
+        elif self.max_memory is not None and entry.session.memory_bytes() > self.max_memory:
+            reason = "memory"
+        with self.cond:
+            entry.uses += 1
+            self.context_reports = [*self.context_reports[-99:], report]
+            if not report.ok:
+                self.counts["errors"] += 1
+            if lease in entry.leases:
+                entry.leases.remove(lease)
+            if reason is not None and entry.draining is None:
+                entry.draining = reason
+            if self.max_uses is not None and entry.uses >= self.max_uses and entry.draining is None:
+                entry.draining = "max_uses"
+        self._after_context(entry)
+
+    def _after_context(self, entry: _Entry) -> None:
+        """A context of ``entry`` ended: idle it, or retire it once it drained."""
+        with self.cond:
+            if self.closed or entry not in self.busy or entry.leases or entry.reserved:
+                self.cond.notify_all()
+                return
+            self.busy.discard(entry)
+            reason = entry.draining
+            if reason is None:
+                entry.last_used = time.monotonic()
+                self.idle.append(entry)
+            else:
+                self.counts[f"recycled:{reason}"] += 1
+                self.retiring += 1
+            self.cond.notify_all()
+        if reason is not None:
+            self.retire(entry, reason)
 
     # -- return ------------------------------------------------------------
     def release(self, entry: _Entry, lease: _Lease) -> None:
@@ -470,6 +655,8 @@ class _PoolCore:
                 self.cond.notify_all()
 
     def _teardown(self, entry: _Entry, why: str) -> CleanupReport | None:
+        if entry.host is not None:
+            entry.host.close()  # the lanes' chromedrivers; the session's teardown ends any left
         try:
             report = entry.session.close()
         except CleanupIncomplete as err:
@@ -652,12 +839,21 @@ class ChromePool:
         max_uses: jobs per browser before it is replaced (None: no limit).
         max_memory_mb: retire a browser whose process tree (PSS) exceeds this
             after a job (None: no limit).
-        on_full: at ``max_size`` with every browser busy: ``"wait"`` up to
-            ``wait_timeout`` seconds, ``"evict"`` the least recently used idle
-            browser of another kind (else wait), or ``"reject"`` at once.
+        on_full: at ``max_size`` with every browser in use (or starting):
+            ``"wait"`` up to ``wait_timeout`` seconds, or ``"reject"`` at once;
+            ``"evict"`` waits as ``"wait"`` does.  In every mode, an idle
+            browser of another kind (other options) is retired to make room
+            first, least recently used first: a pool never waits for its idle
+            reaper.
         wait_timeout: default seconds ``session()`` waits for a browser.
         check_timeout: seconds the health check and the reset may take
             before a browser counts as hung.
+        isolation: ``"browser"`` (a browser serves one job at a time, reset
+            between jobs) or ``"context"`` (each job gets a fresh BiDi user
+            context on a shared browser, removed and verified on return; see
+            docs/pool.md, "Isolation: a browser context per job").
+        contexts_per_browser: with ``isolation="context"``, how many jobs
+            one browser serves at once.
         **session_options: passed to each ``ChromeUltraAggressiveCleanup``.
     """
 
@@ -671,6 +867,8 @@ class ChromePool:
         on_full: OnFull = "wait",
         wait_timeout: float = 60.0,
         check_timeout: float = 5.0,
+        isolation: Isolation = "browser",
+        contexts_per_browser: int = 4,
         **session_options: Any,
     ) -> None:
         _number("max_size", max_size, minimum=1, integer=True)
@@ -679,6 +877,20 @@ class ChromePool:
         _number("max_memory_mb", max_memory_mb, minimum=1e-3, allow_none=True)
         _number("wait_timeout", wait_timeout, minimum=0)
         _number("check_timeout", check_timeout, minimum=0.01)
+        _number("contexts_per_browser", contexts_per_browser, minimum=1, integer=True)
+        if isolation not in ISOLATION:
+            raise ConfigError(
+                f"isolation must be one of {', '.join(map(repr, ISOLATION))}, got {isolation!r}",
+                option="isolation",
+                value=isolation,
+            )
+        if isolation == "context" and session_options.get("remote_url") is not None:
+            raise ConfigError(
+                "isolation='context' needs a local browser (its contexts are driven through "
+                "chromedrivers attached here); remote_url= pools use isolation='browser'",
+                option="isolation",
+                value=isolation,
+            )
         if on_full not in ON_FULL:
             raise ConfigError(
                 f"on_full must be one of {', '.join(map(repr, ON_FULL))}, got {on_full!r}",
@@ -696,7 +908,9 @@ class ChromePool:
             wait_timeout=float(wait_timeout),
             check_timeout=float(check_timeout),
             session_kwargs=dict(session_options),
-            new_session=lambda kw: ChromeUltraAggressiveCleanup(**kw),
+            new_session=_context_session if isolation == "context" else _browser_session,
+            isolation=isolation,
+            per_browser=contexts_per_browser,
         )
         self._finalizer = weakref.finalize(self, _finalize_pool, self._core)
         if idle_timeout is not None:
@@ -729,6 +943,16 @@ class ChromePool:
         kwargs = {**core.session_kwargs, **overrides}
         key = _option_key(validate(**kwargs))
         entry = core.acquire(key, kwargs, core.wait_timeout if timeout is None else float(timeout))
+        if core.isolation == "context":
+            lease = core.lend_context(entry)
+            try:
+                yield lease.view
+            finally:
+                try:
+                    core.release_context(entry, lease)
+                except Exception as err:  # never mask the job's own exception
+                    log.error("pool: returning a context of browser %s failed: %r", entry.sid, err)
+            return
         lease = entry.lend()
         try:
             yield lease.view
@@ -752,7 +976,12 @@ class ChromePool:
         out and that is still checked out (None otherwise)."""
         with self._core.cond:
             return next(
-                (e.session for e in self._core.busy if e.lease is not None and e.lease.view is driver),
+                (
+                    e.session
+                    for e in self._core.busy
+                    for lease in [e.lease, *e.leases]
+                    if lease is not None and lease.view is driver
+                ),
                 None,
             )
 
@@ -765,6 +994,11 @@ class ChromePool:
         """Internal: the sessions of the idle browsers, least recently used first."""
         with self._core.cond:
             return [e.session for e in self._core.idle]
+
+    def context_reports(self) -> list[CleanupReport]:
+        """Internal: the reports of the last 100 contexts removed (context mode)."""
+        with self._core.cond:
+            return list(self._core.context_reports)
 
     def reaper_thread(self) -> threading.Thread | None:
         """Internal: the idle reaper's thread (None without ``idle_timeout``)."""
@@ -788,6 +1022,24 @@ class ChromePool:
         s = self.stats()
         state = "closed" if s.closed else f"{s.in_use} in use, {s.idle} idle, max {s.max_size}"
         return f"<ChromePool {state}>"
+
+
+#: Chrome 156 builds three WebUI "omnibox popup" pages, each in its own
+#: renderer, for every new user context, even headless where no omnibox is
+#: shown: measured, they double a context's creation time and add a renderer.
+CONTEXT_FLAGS = ("--disable-features=WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup",)
+
+
+def _browser_session(kwargs: dict[str, Any]) -> ChromeUltraAggressiveCleanup:
+    return ChromeUltraAggressiveCleanup(**kwargs)
+
+
+def _context_session(kwargs: dict[str, Any]) -> ChromeUltraAggressiveCleanup:
+    """A browser for contexts: the job's flags plus :data:`CONTEXT_FLAGS`
+    (``--disable-features`` lists are merged, never replaced)."""
+    return ChromeUltraAggressiveCleanup(
+        **{**kwargs, "extra_args": [*CONTEXT_FLAGS, *kwargs.get("extra_args", ())]}
+    )
 
 
 def _check_session_kwargs(kwargs: Mapping[str, Any]) -> None:

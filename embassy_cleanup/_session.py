@@ -55,6 +55,7 @@ class LocalKind:
         #: What the launcher asks to run after the teardown (``.session_closed(kind)``:
         #: the virtual display's socket file).
         self.hooks: list[Any] = []
+        self.paths: _launcher.SessionPaths | None = None
 
     def plan(self) -> tuple[TeardownTarget, Plan] | None:
         return (self.target, LOCAL_PLAN) if self.target is not None else None
@@ -269,6 +270,36 @@ class ChromeUltraAggressiveCleanup(SessionHandle):
         t = self._kind.target
         return SessionView(t.tracker if t is not None and self.report is None else None)
 
+    @property
+    def devtools_port(self) -> int | None:
+        """Internal: the browser's DevTools port (None: remote, or not started)."""
+        t = self._kind.target
+        return t.devtools_port if t is not None and self.report is None else None
+
+    def attach_driver(self, bidi: bool = True) -> WebDriver:
+        """Internal (pool contexts): another chromedriver and WebDriver session
+        attached to this session's running browser.  Its chromedriver is this
+        session's process like any other (recorded, marked, its port among the
+        session's): the teardown and the watchdog end it with the browser."""
+        kind, t = self._kind, self._kind.target
+        if not isinstance(kind, LocalKind) or t is None or kind.paths is None or self.report is not None:
+            raise RuntimeError(f"session {self.session_id} has no local browser running to attach to")
+        if t.devtools_port is None:
+            raise RuntimeError(f"session {self.session_id}: the browser's DevTools port is unknown")
+        driver_path, _src = _launcher.resolve_driver(self.options.driver_path)
+        driver = _launcher.attach_driver(
+            self.options,
+            self.session_id,
+            kind.paths,
+            driver_path,
+            t.devtools_port,
+            t.tracker.adopt_child,
+            bidi,
+        )
+        t.ports.add(driver.service.port)
+        kind.write_record()
+        return driver
+
     def memory_bytes(self) -> int:
         """The memory of this session's process tree right now, in bytes.
 
@@ -311,6 +342,7 @@ class ChromeUltraAggressiveCleanup(SessionHandle):
         driver_path, driver_src = _launcher.resolve_driver(opts.driver_path, binary)  # binary: for wdm
         born_after = time.time()  # nothing older than this can carry our markers
         paths = _launcher.make_session_root(opts.temp_root, self.session_id)
+        kind.paths = paths
         tracker = ProcessTracker(self.session_id, paths.root, born_after=born_after)
         target = TeardownTarget(self.session_id, tracker, paths.root, graceful=opts.graceful)
         kind.target = target

@@ -202,6 +202,9 @@ class Owner:
         if self.args.adopt:
             self.start_adopted(0)
             return
+        if self.args.contexts:
+            self.start_context_pool()
+            return
         if self.args.pool:
             self.start_pool()
             return
@@ -247,6 +250,41 @@ class Owner:
         for lease in leases[1:]:
             lease.__exit__(None, None, None)
         self.leases = leases[:1]
+
+    def start_context_pool(self) -> None:
+        """``--contexts``: ``ChromePool(isolation="context")`` with one browser and
+        ``--sessions`` jobs checked out (held), each in its own context; the
+        browser is described as the session, ``contexts`` its context dirs."""
+        args = self.args
+        self.pool = ChromePool(
+            max_size=1,
+            isolation="context",
+            contexts_per_browser=args.sessions,
+            idle_timeout=None,
+            temp_root=args.temp_root,
+            watchdog=not args.no_watchdog,
+            cleanup_timeout=10,
+        )
+        self.leases = [self.pool.session() for _ in range(args.sessions)]
+        drivers = [lease.__enter__() for lease in self.leases]
+        for i, driver in enumerate(drivers):
+            driver.get(page(f"owner-{i}"))
+            wait_title(driver, f"owner-{i}")
+            self.drivers.append(driver)
+        cleanup = self.pool.session_of(drivers[0])
+        assert cleanup is not None, "a checked-out driver the pool does not know"
+        self.cleanups.append(cleanup)
+        self.described.append(
+            {
+                "index": 0,
+                "sid": cleanup.session_id,
+                "root": cleanup.root,
+                "pids": _pids(cleanup),
+                "ports": sorted(cleanup.ports),
+                "watchdog_pid": watchdog_pid(),
+                "contexts": sorted(os.listdir(os.path.join(cleanup.root, "contexts"))),
+            }
+        )
 
     def describe(self) -> dict:
         me = psutil.Process()
@@ -322,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-graceful", action="store_true")
     parser.add_argument("--preset", default=None)
     parser.add_argument("--pool", action="store_true", help="the sessions are the browsers of one ChromePool")
+    parser.add_argument("--contexts", action="store_true", help="contexts of one pooled browser")
     parser.add_argument("--thread", action="store_true", help="start the sessions in a worker thread")
     parser.add_argument("--signal-handlers", action="store_true")
     parser.add_argument("--app-handler", action="store_true")

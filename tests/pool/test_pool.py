@@ -194,7 +194,7 @@ def test_on_full_evict_retires_the_least_recently_used_idle_browser(pool_kwargs)
 def test_on_full_reject_raises_a_clear_error_at_once(pool_kwargs):
     with ChromePool(max_size=1, on_full="reject", **pool_kwargs) as pool:
         with pool.session():
-            wanted = r"1 of max_size=1 browsers are in use \(on_full='reject'\)"
+            wanted = r"max_size=1: 1 in use, 0 idle, 0 starting, 0 retiring \(on_full='reject'\)"
             with pytest.raises(PoolFullError, match=wanted):
                 with pool.session():
                     pass
