@@ -65,7 +65,7 @@ def test_the_watchdog_deletes_a_dead_owners_remote_session_long_before_the_grid_
             log = fh.read()
         assert freed, f"slot not freed within {FREED_WITHIN_S} s of the owner's death; watchdog log:\n{log}"
         record_timing(f"slot freed {took:.2f} s after the owner's {sig.name} (Grid timeout 300 s)")
-        assert f"session {info['sid']}: deleted" in log, log  # the watchdog's line for this session
+        assert f"session {info['sid']}: remote {rsid}: deleted" in log, log  # the watchdog's line
         assert h.wait_until(lambda: not browser.is_running(), timeout=10), "the node's Chrome outlived it"
         assert h.wait_until(lambda: not watchdog.is_running(), timeout=5), "the watchdog outlived its owner"
     finally:
