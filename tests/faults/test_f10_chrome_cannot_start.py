@@ -38,7 +38,8 @@ def _launch_should_fail(root: str, **kwargs) -> tuple[LaunchError, ChromeUltraAg
     assert not h.pid_running(drivers[0]), "chromedriver still runs"
     assert err.report is not None and err.report is cleanup.report
     assert err.report.ok, str(err.report)
-    assert cleanup.root is not None and not os.path.lexists(cleanup.root), "session dir left"
+    assert cleanup.root is None, "root names the session dir only while it exists"
+    assert any(p.endswith(cleanup.session_id) for p in err.report.removed), "the session dir was not removed"
     assert os.listdir(root) == []
     assert h.processes_under(root) == []
     return err, cleanup

@@ -136,6 +136,8 @@ def test_garbage_collected_session_should_warn_and_hand_its_teardown_to_the_watc
     assert session_id not in {lc.session_id for lc in live_sessions()}
     assert h.wait_until(lambda: not any(fh.is_alive(p) for p in snap.procs.values()), timeout=10)
     assert h.wait_until(lambda: not os.path.lexists(snap.root), timeout=5)
+    # the watchdog works asynchronously: the ports close with the processes' exit
+    assert h.wait_until(lambda: not any(h.port_listening(p) for p in snap.ports), timeout=10), snap.ports
     fh.assert_session_gone(snap)
 
 
