@@ -6,6 +6,7 @@ same error, and does not make close() wait for quit()'s share of the budget."""
 from __future__ import annotations
 
 import pickle
+import socket
 import threading
 
 import pytest
@@ -39,6 +40,7 @@ def test_the_driver_its_elements_and_switch_to_refuse_commands_after_the_block(s
     [
         "execute_async_script",  # a script whose callback is never called
         "implicit_wait",  # find_element waiting for an element that never comes
+        "navigation",  # driver.get of a page whose server never answers
     ],
 )
 def test_close_with_a_command_pending_in_another_thread_cuts_it_off_and_skips_quit(session_kwargs, pending):
@@ -50,18 +52,25 @@ def test_close_with_a_command_pending_in_another_thread_cuts_it_off_and_skips_qu
     started = threading.Event()
 
     # The timeouts first, here: the worker then sends exactly one command.
+    silent = socket.socket()  # accepts connections, never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
     if pending == "execute_async_script":
         driver.set_script_timeout(600)
-    else:
+    elif pending == "implicit_wait":
         driver.implicitly_wait(600)
+    else:
+        driver.set_page_load_timeout(600)
 
     def job() -> None:
         started.set()
         try:
             if pending == "execute_async_script":
                 driver.execute_async_script("/* never calls back */")
-            else:
+            elif pending == "implicit_wait":
                 driver.find_element(By.ID, "never")
+            else:
+                driver.get(f"http://127.0.0.1:{silent.getsockname()[1]}/never")
         except BaseException as err:  # noqa: BLE001 - handed to the test
             errors.append(err)
 
@@ -71,6 +80,7 @@ def test_close_with_a_command_pending_in_another_thread_cuts_it_off_and_skips_qu
     assert h.wait_until(lambda: _pending(cleanup), timeout=10), "the command never went out"
 
     report = cleanup.close()
+    silent.close()
 
     worker.join(10)
     assert not worker.is_alive(), "the pending command was not cut off"
