@@ -93,7 +93,9 @@ def _watchdog_messages() -> list[dict[str, Any]]:
 
 
 def _forget_in_child() -> None:
-    for lc in live_sessions():
+    # No lock here: one held by another thread at fork() time stays held in
+    # the child forever.  A copy of the weak dict's values is enough.
+    for lc in [lc for lc in list(_live.values()) if lc.report is None]:
         try:
             lc.kind.forget_in_child()
         except Exception as err:  # never break a fork
