@@ -551,15 +551,8 @@ class _PoolCore:
             if self.closed or entry not in self.busy or entry.leases or entry.reserved:
                 self.cond.notify_all()
                 return
-            self.busy.discard(entry)
             reason = entry.draining
-            if reason is None:
-                entry.last_used = time.monotonic()
-                self.idle.append(entry)
-            else:
-                self.counts[f"recycled:{reason}"] += 1
-                self.retiring += 1
-            self.cond.notify_all()
+            self._put_back(entry, reason)
         if reason is not None:
             self.retire(entry, reason)
 
@@ -578,16 +571,21 @@ class _PoolCore:
         with self.cond:
             if self.closed or entry not in self.busy:
                 return
-            self.busy.discard(entry)
-            if reason is None:
-                entry.last_used = time.monotonic()
-                self.idle.append(entry)
-            else:
-                self.counts[f"recycled:{reason}"] += 1
-                self.retiring += 1
-            self.cond.notify_all()
+            self._put_back(entry, reason)
         if reason is not None:
             self.retire(entry, reason)
+
+    def _put_back(self, entry: _Entry, reason: str | None) -> None:
+        """Off the busy list (the caller holds ``cond``): idle again, or counted
+        for retirement by ``reason``; the caller then retires it."""
+        self.busy.discard(entry)
+        if reason is None:
+            entry.last_used = time.monotonic()
+            self.idle.append(entry)
+        else:
+            self.counts[f"recycled:{reason}"] += 1
+            self.retiring += 1
+        self.cond.notify_all()
 
     def _why_retire(self, entry: _Entry) -> str | None:
         """After a job: the reason to retire this browser, or None once it is reset."""
