@@ -4,6 +4,9 @@
   replace it with a fake (trio's ``MockClock`` idea), so budget logic runs in
   microseconds and never flakes under load.
 * :class:`Budget` is a deadline on a clock: ``remaining()``, ``share(f)``.
+* :class:`Bounded` is a per-process loop that honours a budget: it stops once
+  the budget is spent (after a short floor, so a late teardown still gets its
+  SIGKILLs out) and says how much it did not reach.
 * :func:`call_with_deadline` runs a blocking call (``driver.quit()``, a
   WebDriver probe) in a daemon thread and stops *waiting* for it at the
   deadline; :func:`run_bounded` does the same for a start step (the
@@ -22,7 +25,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Generic, TypeVar
+from typing import Callable, Generic, Iterator, Sequence, TypeVar
 
 log = logging.getLogger("embassy_cleanup")
 
@@ -65,6 +68,40 @@ class Budget:
 
     def expired(self) -> bool:
         return self.remaining() <= 0
+
+
+#: However late it starts, a per-process loop gets this long: a spent budget
+#: must not stop the SIGKILLs the teardown exists for.  A record lists at
+#: most 4096 PIDs, so the floor also bounds the cost of a hostile one.
+LOOP_FLOOR_S = 0.25
+
+
+class Bounded(Generic[T]):
+    """Iterate ``items`` while ``budget`` lasts (all of them if it is None).
+
+    The loop gets what is left of the budget, but at least
+    :data:`LOOP_FLOOR_S` from its start.  ``left`` is the number of items it
+    did not reach; ``what`` names them in the log line.
+    """
+
+    def __init__(self, items: Sequence[T], budget: Budget | None, what: str = "process(es)") -> None:
+        self.items = items
+        self.what = what
+        self.left = 0
+        self._clock = budget.clock if budget is not None else REAL_CLOCK
+        self._end = None if budget is None else self._clock.now() + max(budget.remaining(), LOOP_FLOOR_S)
+
+    def __iter__(self) -> Iterator[T]:
+        for i, item in enumerate(self.items):
+            if self._end is not None and self._clock.now() >= self._end:
+                self.left = len(self.items) - i
+                log.warning("budget spent: %d of %d %s not reached", self.left, len(self.items), self.what)
+                return
+            yield item
+
+    def unreached(self) -> Sequence[T]:
+        """The items the loop did not reach."""
+        return self.items[len(self.items) - self.left :]
 
 
 @dataclass

@@ -39,6 +39,7 @@ from typing import Callable, Iterable, Sequence
 import psutil
 
 from . import _platform
+from ._clock import Bounded, Budget
 from ._platform import SignalResult
 from ._report import Outcome, ProcessAction
 
@@ -86,6 +87,7 @@ CHROME_FAMILY = re.compile(r"^(chrome|chromium|chromedriver|headless_shell|chrom
 def is_chrome_family(name: str) -> bool:
     """Whether a process name is Chrome's, Chromium's, a headless shell's or chromedriver's."""
     return bool(CHROME_FAMILY.match(name))
+
 
 _BORN_SLACK_S = 2.0  # clock slack between time.time() and /proc create times
 
@@ -224,6 +226,8 @@ class ProcessTracker:
         # thread that is inside record() or discover() right now.
         self._lock = threading.RLock()
         self._exclude = set(exclude)
+        #: Processes the last :meth:`discover` did not examine: its budget ran out.
+        self.unexamined = 0
 
     # -- read-only views (snapshots taken under the lock) -------------------
     @property
@@ -301,11 +305,13 @@ class ProcessTracker:
             return _ancestors_of(os.getpid()) | self._exclude
 
     # -- discovery -----------------------------------------------------
-    def discover(self) -> dict[int, OwnedProcess]:
+    def discover(self, budget: Budget | None = None) -> dict[int, OwnedProcess]:
         """The union of every ownership key, in one pass; updates the record.
 
         Zombies are included (so that ours can be reaped); use
-        ``OwnedProcess.is_running`` to tell them apart.
+        ``OwnedProcess.is_running`` to tell them apart.  With ``budget``, the
+        marker scan stops when it is spent; :attr:`unexamined` then says how
+        many processes it did not look at (verification reports them).
         """
         rows = _platform.process_table()
         by_pid = {r.pid: r for r in rows}
@@ -336,7 +342,8 @@ class ProcessTracker:
         # reused while that process is unreaped, which holds as long as it
         # is in the table with its recorded identity: it is our child.
         groups = {pid: found[pid].create_time for pid in self.started_pids() if pid in found}
-        for r in rows:
+        scan = Bounded(rows, budget)
+        for r in scan:
             if r.pid in found or r.pid not in table:
                 continue
             ctime = r.create_time
@@ -364,6 +371,7 @@ class ProcessTracker:
                     found[child] = OwnedProcess(child, ctime, name, "descendant")
                     stack.append(child)
 
+        self.unexamined = scan.left
         self.record(found.values())
         return found
 
@@ -375,6 +383,7 @@ class ProcessTracker:
         kill_timeout: float,
         while_dying: Callable[[], object] | None = None,
         group_kill: bool = False,
+        budget: Budget | None = None,
     ) -> tuple[list[ProcessAction], list[ProcessAction]]:
         """SIGTERM, wait up to ``grace_timeout``, SIGKILL, wait ``kill_timeout``.
 
@@ -387,7 +396,9 @@ class ProcessTracker:
         the CPU; the per-process signals that follow find the group's
         members dying already.
         Stopped (SIGSTOPped) processes skip SIGTERM: it would only queue.
-        ``grace_timeout=0`` sends SIGKILL at once.  Returns ``(actions,
+        ``grace_timeout=0`` sends SIGKILL at once.  With ``budget``, the
+        signal loops stop when it is spent (see :class:`Bounded`); a process
+        they did not reach is reported as a survivor.  Returns ``(actions,
         survivors)``; our own children are reaped, nobody else's.
         """
         excluded = self.excluded
@@ -404,11 +415,12 @@ class ProcessTracker:
             if grace_timeout > 0 and not _is_stopped(p.pid):
                 polite.append(p)
 
-        for p in polite:
+        asked = Bounded(polite, budget)
+        for p in asked:
             res = _platform.signal_process(p.pid, p.create_time, force=False)
             if res is not SignalResult.SENT:
                 outcome[p.pid] = _SIGNAL_OUTCOME[res]
-        waiting = [p for p in polite if p.pid not in outcome]
+        waiting = [p for p in polite[: len(polite) - asked.left] if p.pid not in outcome]
         if waiting:
             still = _platform.wait_gone([p.ident for p in waiting], grace_timeout)
             for p in waiting:
@@ -425,10 +437,13 @@ class ProcessTracker:
                     log.debug("process group %d: %s", p.pid, res.value)
                     if res is SignalResult.SENT:
                         groups[p.pid] = p.create_time
-        for p in forced:
+        killing = Bounded(forced, budget)
+        for p in killing:
             res = _platform.signal_process(p.pid, p.create_time, force=True)
             if res is not SignalResult.SENT:
                 outcome[p.pid] = _SIGNAL_OUTCOME[res]
+        for p in killing.unreached():
+            outcome[p.pid] = Outcome.SURVIVED
         if while_dying is not None:
             while_dying()
         waiting = [p for p in forced if p.pid not in outcome]
@@ -441,7 +456,7 @@ class ProcessTracker:
             outcome[p.pid] = Outcome.SURVIVED if p.pid in still else Outcome.KILLED
         procs = list(procs) + [p for p in waiting if p.pid not in {q.pid for q in procs}]
 
-        self.reap(procs)
+        self.reap(procs, budget)
         actions = [ProcessAction(p.pid, p.name, outcome[p.pid], p.via) for p in procs if p.pid in outcome]
         survivors = [a for a in actions if a.outcome.survived]
         for a in actions:
@@ -463,7 +478,7 @@ class ProcessTracker:
         self.record(out)
         return out
 
-    def reap(self, procs: Iterable[OwnedProcess] = ()) -> list[int]:
+    def reap(self, procs: Iterable[OwnedProcess] = (), budget: Budget | None = None) -> list[int]:
         """Collect the exit status of our own children among ``procs`` and the
         recorded processes.  Scoped by PID and identity: never ``waitpid(-1)``,
         and never a PID whose create time is not the recorded one (it may now
@@ -477,7 +492,7 @@ class ProcessTracker:
         me = os.getpid()
         candidates = {p.pid: p for p in self.processes()}
         candidates.update((p.pid, p) for p in procs)
-        for pid, p in candidates.items():
+        for pid, p in Bounded(list(candidates.items()), budget):
             if pid in by_popen:
                 continue
             try:
@@ -490,11 +505,11 @@ class ProcessTracker:
                 reaped.append(pid)
         return reaped
 
-    def zombie_children(self) -> list[OwnedProcess]:
+    def zombie_children(self, budget: Budget | None = None) -> list[OwnedProcess]:
         """Our own children among the recorded processes that are zombies."""
         me = os.getpid()
         out = []
-        for p in self.processes():
+        for p in Bounded(self.processes(), budget):
             try:
                 proc = psutil.Process(p.pid)
                 if (

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Union
 import psutil
 
 from . import _platform
-from ._clock import REAL_CLOCK, Background, Budget, Clock
+from ._clock import REAL_CLOCK, Background, Bounded, Budget, Clock
 from ._dirs import SINGLETON_FILES, remove_singleton_dir, remove_tree
 from ._ownership import OwnedProcess, ProcessTracker, carries_root, find_listeners
 from ._report import CleanupReport, Leftover, ProcessAction, Stage, StageResult
@@ -172,8 +172,9 @@ def _run_stage(out: list[StageResult], stage: Stage, plan: Plan, t: TeardownRun)
 
 
 # -- stage 1 ------------------------------------------------------------
-def _unresponsive_reason(target: TeardownTarget, procs: dict[int, OwnedProcess]) -> str | None:
-    for p in procs.values():
+def _unresponsive_reason(t: TeardownRun, procs: dict[int, OwnedProcess]) -> str | None:
+    target = t.target
+    for p in Bounded(list(procs.values()), t.budget):
         try:
             if psutil.Process(p.pid).status() == psutil.STATUS_STOPPED and p.is_running():
                 return f"browser frozen (pid {p.pid} {p.name} is stopped)"
@@ -197,7 +198,7 @@ def stage_quit(t: TeardownRun, run: StageRun) -> None:
     if not target.graceful:
         run.skipped = "graceful=False"
         return
-    procs = target.tracker.discover()  # record the whole tree while markers are readable
+    procs = target.tracker.discover(t.budget)  # record the whole tree while markers are readable
     if not any(p.is_running() for p in procs.values()):
         run.skipped = "nothing of the session is running"
         return
@@ -205,7 +206,7 @@ def stage_quit(t: TeardownRun, run: StageRun) -> None:
     reason = (
         f"chromedriver is busy with {busy} pending command(s) of this driver: quit() would wait behind them"
         if busy
-        else _unresponsive_reason(target, procs)
+        else _unresponsive_reason(t, procs)
     )
     if reason is not None:
         run.skipped = reason
@@ -228,19 +229,24 @@ def stage_kill_tree(t: TeardownRun, run: StageRun) -> None:
     if t.grace > 0 and target.driver is None:
         run.notes.append(f"SIGTERM first, {t.grace} s grace, then SIGKILL")
     for _ in range(MAX_PASSES):  # a forking tree can spawn while we kill
-        procs = [p for p in target.tracker.discover().values() if p.is_running()]
+        procs = [p for p in target.tracker.discover(t.budget).values() if p.is_running()]
         if not procs:
             break
         kill_wait = max(0.05, t.budget.remaining() - 0.1)
         while_dying = _early_removal_starter(t) if t.grace <= 0 else None
         actions, survivors = target.tracker.kill_tree(
-            procs, min(t.grace, t.budget.remaining() / 2), kill_wait, while_dying, group_kill=True
+            procs,
+            min(t.grace, t.budget.remaining() / 2),
+            kill_wait,
+            while_dying,
+            group_kill=True,
+            budget=t.budget,
         )
         run.killed += actions
         run.survivors = survivors
         if survivors or t.budget.expired():
             break
-    target.tracker.reap()
+    target.tracker.reap(budget=t.budget)
     if not run.survivors:  # nothing of ours runs: the dir can go while the next stages run
         _early_removal_starter(t)()
     if not run.killed:
@@ -257,7 +263,7 @@ def stage_ports(t: TeardownRun, run: StageRun) -> None:
     if not listeners:
         run.notes.append(f"ports {sorted(target.ports)} closed")
         return
-    ours = target.tracker.discover()
+    ours = target.tracker.discover(t.budget)
     to_kill = []
     for lst in listeners:
         if lst.pid is not None and lst.pid in ours:
@@ -266,7 +272,7 @@ def stage_ports(t: TeardownRun, run: StageRun) -> None:
             who = f"pid {lst.pid}" if lst.pid is not None else "another user's process"
             run.notes.append(f"port {lst.port} held by {who}, not ours: left alone")
     if to_kill:
-        actions, survivors = target.tracker.kill_tree(to_kill, 0, t.budget.remaining())
+        actions, survivors = target.tracker.kill_tree(to_kill, 0, t.budget.remaining(), budget=t.budget)
         run.killed += actions
         run.survivors += survivors
 
@@ -291,7 +297,8 @@ def stage_os_kill(t: TeardownRun, run: StageRun) -> None:
     searched = early.result(t.budget.remaining()).value if early is not None else None
     if searched is not None:
         run.notes.append("pgrep ran early, during the tree-kill")
-    for pid in searched if searched is not None else _platform.os_find_by_marker(target.root):
+    listed = Bounded(searched if searched is not None else _platform.os_find_by_marker(target.root), t.budget)
+    for pid in listed:
         if pid in excluded:  # self-match: a shell or Python whose argv carries the marker
             continue
         try:
@@ -305,10 +312,12 @@ def stage_os_kill(t: TeardownRun, run: StageRun) -> None:
             found.append(OwnedProcess(pid, proc.create_time(), proc.name(), "os-tool"))
         except psutil.Error:
             continue
+    if listed.left:
+        run.errors.append(f"the budget ran out before {listed.left} process(es) pgrep listed were examined")
     if not found:
         run.notes.append("pgrep found nothing of the session")
         return
-    actions, survivors = target.tracker.kill_tree(found, 0, t.budget.remaining())
+    actions, survivors = target.tracker.kill_tree(found, 0, t.budget.remaining(), budget=t.budget)
     run.killed += actions
     run.survivors += survivors
 
@@ -421,12 +430,17 @@ def stage_verify(t: TeardownRun, run: StageRun) -> list[Leftover]:
 
     def check() -> list[Leftover]:
         left: list[Leftover] = []
-        procs = target.tracker.discover()
+        procs = target.tracker.discover(t.budget)
+        if target.tracker.unexamined:
+            unseen = target.tracker.unexamined
+            left.append(
+                Leftover("unverified", f"the budget ran out before {unseen} process(es) were examined")
+            )
         for p in procs.values():
             if p.is_running():
                 left.append(Leftover("process", f"{p.name} (via {p.via})", p.pid))
-        target.tracker.reap()
-        for z in target.tracker.zombie_children():
+        target.tracker.reap(budget=t.budget)
+        for z in target.tracker.zombie_children(t.budget):
             left.append(Leftover("zombie", z.name, z.pid))
         # Only a running process holds a socket open: with none of ours left,
         # none of the session's ports can be held by us (saves a socket-table read).
