@@ -12,8 +12,10 @@ and is recorded the moment the driver is adopted:
 * everything descending from those two (the zygotes, GPU, utilities,
   renderers), and every process of this user that carries the profile dir
   on its command line as a whole path (``--user-data-dir=<dir>``);
-* the profile dir: ``capabilities["chrome"]["userDataDir"]``, and Chromium's
-  singleton dir that the profile's ``SingletonSocket`` link points to;
+* the profile dir: ``capabilities["chrome"]["userDataDir"]``, Chromium's
+  singleton dir that the profile's ``SingletonSocket`` link points to, and
+  chromedriver's second, empty scoped dir when it is provably this
+  chromedriver's (:func:`_scratch_dir`);
 * the ports: chromedriver's service port and the DevTools port.
 
 From then on the six stages of ``run_teardown`` run as for our own
@@ -47,7 +49,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import psutil
 
-from ._dirs import CHROMEDRIVER_PROFILE, SINGLETON_DIR, profile_origin, singleton_dir_of
+from . import _platform
+from ._dirs import (
+    CHROMEDRIVER_PROFILE,
+    SINGLETON_DIR,
+    KnownEmptyDir,
+    find_scratch_dir,
+    profile_origin,
+    singleton_dir_of,
+    temp_dirs,
+)
 from ._errors import ConfigError
 from ._lifecycle import Lifecycle, SessionHandle
 from ._options import check_bool, check_seconds
@@ -93,6 +104,7 @@ class AdoptFindings:
     singleton_dir: str | None
     ports: tuple[int, ...]
     limits: tuple[str, ...]
+    scratch_dir: KnownEmptyDir | None = None
 
     def summary(self) -> str:
         """One line for the report: what adoption found."""
@@ -119,6 +131,7 @@ class AdoptFindings:
             "profile_origin": self.profile_origin,
             "remove_profile": self.remove_profile,
             "singleton_dir": self.singleton_dir,
+            "scratch_dir": self.scratch_dir.path if self.scratch_dir is not None else None,
             "ports": list(self.ports),
             "limits": list(self.limits),
         }
@@ -193,8 +206,9 @@ class AdoptedKind:
         browser, and what discovery found at adopt time); ``dirs`` the profile
         dir only if adopt would remove it; ``singleton_dir`` Chromium's
         singleton dir, which is removed only if it holds nothing but the
-        singleton files.  A kept profile dir is never sent: the watchdog
-        cannot touch what it is not told."""
+        singleton files; ``scratch_dir`` chromedriver's empty scoped dir by
+        identity (path, device, inode, ctime).  A kept profile dir is never sent:
+        the watchdog cannot touch what it is not told."""
         found = self.found
         tracker = self.target.tracker
         return {
@@ -202,6 +216,7 @@ class AdoptedKind:
             "dirs": [found.profile_dir] if found.remove_profile and found.profile_dir else [],
             "profile_kept": found.profile_dir is not None and not found.remove_profile,
             "singleton_dir": found.singleton_dir,
+            "scratch_dir": found.scratch_dir.to_list() if found.scratch_dir is not None else None,
             "ports": list(found.ports),
             "born_after": tracker.born_after,
         }
@@ -368,6 +383,11 @@ def adopt(
         devtools_port = int(address.rpartition(":")[2])
         ports.add(devtools_port)
 
+    scratch = (
+        _scratch_dir(profile, origin, leader_proc, browser, driver_env, limits)
+        if profile is not None and leader_proc is not None and browser is not None
+        else None
+    )
     label = "adopted-" + (str(getattr(driver, "session_id", "") or "") or secrets.token_hex(6))[:12]
     found = AdoptFindings(
         driver_pid=leader_proc.pid if leader_proc is not None else None,
@@ -379,6 +399,7 @@ def adopt(
         singleton_dir=singleton_dir_of(profile) if profile is not None else None,
         ports=tuple(sorted(ports)),
         limits=tuple(limits),
+        scratch_dir=scratch,
     )
     target = TeardownTarget(
         label,
@@ -392,6 +413,7 @@ def adopt(
         kept_note=f"kept {profile} ({_why_kept(found)})" if profile is not None and not remove else None,
         no_dir_reason=NO_PROFILE,
         singleton_dir=found.singleton_dir,
+        empty_dirs=(scratch,) if scratch is not None else (),
         notes=(found.summary(), *found.limits),
     )
     log.info(
@@ -411,6 +433,69 @@ def adopt(
     return session
 
 
+def _scratch_dir(
+    profile: str,
+    origin: str | None,
+    driver: psutil.Process,
+    browser: OwnedProcess,
+    env: dict[str, str],
+    limits: list[str],
+) -> KnownEmptyDir | None:
+    """chromedriver's second, empty scoped dir (for extensions), when it is
+    provably this chromedriver's.
+
+    Nothing names it, but chromedriver makes it with the profile, before it
+    starts the browser: the one empty scoped dir of ours made in that window,
+    in the temp dir chromedriver uses (:func:`find_scratch_dir`), is its,
+    unless another chromedriver of this user that uses the same temp dir was
+    already running then.  When that cannot be ruled out it is kept, and
+    ``limits`` says why.  (A chromedriver that made one in the same window
+    and has exited since cannot be seen; its dir would be empty litter of a
+    dead session.)
+    """
+    parents = {os.path.dirname(os.path.realpath(profile))} if origin == "chromedriver" else temp_dirs(env)
+    try:
+        made_after = driver.create_time()
+    except psutil.Error:
+        return None
+    shift = _platform.create_time_offset()  # process and file clocks, compared
+    scratch, why = find_scratch_dir(parents, profile, made_after + shift, browser.create_time + shift)
+    if why is not None:
+        limits.append(f"chromedriver's empty scoped dir: {why}")
+    if scratch is None:
+        return None
+    rival = _rival_chromedriver(os.path.dirname(scratch.path), driver.pid, browser.create_time)
+    if rival is not None:
+        limits.append(
+            f"chromedriver's empty scoped dir {scratch.path} kept: chromedriver {rival} of this user, "
+            "with the same temp dir, was running when it was made"
+        )
+        return None
+    return scratch
+
+
+def _rival_chromedriver(parent: str, ours: int, before: float) -> int | None:
+    """Another chromedriver of this user, started before ``before``, that may
+    make scoped dirs in ``parent`` (its temp dir, or an unreadable environment)."""
+    for row in _platform.process_table():
+        if row.pid == ours or row.zombie or not row.name.startswith("chromedriver"):
+            continue
+        if _platform.born_before(before, row.create_time):
+            continue  # started after the dir was made
+        try:
+            proc = psutil.Process(row.pid)
+            if not _platform.same_user(proc):
+                continue
+            env = proc.environ()
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.Error:
+            return row.pid
+        if os.path.realpath(parent) in temp_dirs(env):
+            return row.pid
+    return None
+
+
 def _why_kept(found: AdoptFindings) -> str:
     if found.profile_origin == "user":
         return "a --user-data-dir chosen by the user; pass remove_profile=True to remove it"
@@ -428,6 +513,7 @@ class Registration:
     singleton_dir: str | None
     ports: tuple[int, ...]
     born_after: float
+    scratch_dir: KnownEmptyDir | None = None
 
 
 def _check_dir(path: Any, what: str) -> str:
@@ -473,6 +559,7 @@ def parse_registration(body: Any) -> Registration:
         singleton = _check_dir(singleton, "singleton_dir")
         if not SINGLETON_DIR.match(os.path.basename(singleton)):
             raise ValueError(f"singleton_dir {singleton!r} is not named like Chromium's singleton dir")
+    scratch = _check_scratch(body.get("scratch_dir"))
     ports = body.get("ports", [])
     if not isinstance(ports, list) or not all(
         isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports
@@ -488,7 +575,23 @@ def parse_registration(body: Any) -> Registration:
         singleton_dir=singleton,
         ports=tuple(ports),
         born_after=float(born_after),
+        scratch_dir=scratch,
     )
+
+
+def _check_scratch(raw: Any) -> KnownEmptyDir | None:
+    if raw is None:
+        return None
+    if (
+        not isinstance(raw, list)
+        or len(raw) != 4
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in raw[1:])
+    ):
+        raise ValueError(f"scratch_dir must be [path, device, inode, ctime_ns], got {raw!r}")
+    path = _check_dir(raw[0], "scratch_dir")
+    if not CHROMEDRIVER_PROFILE.match(os.path.basename(path)):
+        raise ValueError(f"scratch_dir {path!r} is not named like chromedriver's scoped dir")
+    return KnownEmptyDir(path, raw[1], raw[2], raw[3])
 
 
 #: The watchdog's budget for one adopted driver, as for a session (``_sweep``).
@@ -526,6 +629,7 @@ def _reap(sid: str, reg: Registration, exclude: Any = (), budget: float = REAP_B
         kept_note=KEPT_UNKNOWN if reg.profile_kept else None,
         no_dir_reason=NO_PROFILE,
         singleton_dir=reg.singleton_dir,
+        empty_dirs=(reg.scratch_dir,) if reg.scratch_dir is not None else (),
     )
     try:
         return run_teardown(target, budget)

@@ -32,7 +32,7 @@ import psutil
 
 from . import _platform
 from ._clock import REAL_CLOCK, Background, Bounded, Budget, Clock
-from ._dirs import SINGLETON_FILES, remove_singleton_dir, remove_tree
+from ._dirs import SINGLETON_FILES, KnownEmptyDir, remove_singleton_dir, remove_tree
 from ._ownership import OwnedProcess, ProcessTracker, carries_root, find_listeners
 from ._report import CleanupReport, Leftover, ProcessAction, Stage, StageResult
 from ._webdriver import CommandGuard, first_line, quit_within
@@ -64,6 +64,9 @@ class TeardownTarget:
     * ``singleton_dir``: Chromium's singleton dir in the temp dir, removed once
       nothing of the session runs and only while it holds nothing but the
       singleton files;
+    * ``empty_dirs``: empty dirs known by identity (an adopted chromedriver's
+      second scoped dir), removed like the singleton dir, and only while each
+      is still that dir and still empty;
     * ``term_grace``: with no quit, SIGTERM the tree first and wait this long
       (the watchdog gives an adopted browser the chance to save a kept profile);
     * ``notes``: what the kind wants said in the verify stage (what adoption
@@ -81,6 +84,7 @@ class TeardownTarget:
     kept_note: str | None = None
     no_dir_reason: str = "the session created no dir"
     singleton_dir: str | None = None
+    empty_dirs: tuple[KnownEmptyDir, ...] = ()
     term_grace: float = 0.0
     notes: tuple[str, ...] = ()
     commands: CommandGuard | None = None
@@ -369,27 +373,31 @@ def _early_removal_starter(t: TeardownRun) -> Callable[[], None]:
     return start
 
 
-def _remove_singleton(t: TeardownRun, run: StageRun) -> None:
-    """Chromium's singleton dir goes once nothing of the session runs (a
-    running browser would re-create its socket)."""
-    path = t.target.singleton_dir
-    if path is None:
+def _remove_litter(t: TeardownRun, run: StageRun) -> None:
+    """Chromium's singleton dir and the known empty dirs go once nothing of
+    the session runs (a running browser would re-create its socket; a running
+    chromedriver removes its own scoped dirs)."""
+    target = t.target
+    paths = ([target.singleton_dir] if target.singleton_dir else []) + [d.path for d in target.empty_dirs]
+    if not paths:
         return
-    if any(p.is_running() for p in t.target.tracker.processes()):
-        run.notes.append(f"singleton dir {path} kept: a process of the session still runs")
+    if any(p.is_running() for p in target.tracker.processes()):
+        run.notes.append(f"{', '.join(paths)} kept: a process of the session still runs")
         return
-    done, problem = remove_singleton_dir(path)
-    if done:
-        run.removed.append(path)
-    elif problem is not None:
-        run.notes.append(problem)
+    outcomes = [remove_singleton_dir(target.singleton_dir)] if target.singleton_dir else []
+    outcomes += [d.remove() for d in target.empty_dirs]
+    for path, (done, problem) in zip(paths, outcomes):
+        if done:
+            run.removed.append(path)
+        elif problem is not None:
+            run.notes.append(problem)
 
 
 def stage_profile(t: TeardownRun, run: StageRun) -> None:
     target = t.target
     if target.kept_note is not None:
         run.notes.append(target.kept_note)
-    _remove_singleton(t, run)
+    _remove_litter(t, run)
     if not target.root:  # never search or delete with an empty marker
         if target.kept_note is None and not run.removed:
             run.skipped = target.no_dir_reason
@@ -451,6 +459,7 @@ def stage_verify(t: TeardownRun, run: StageRun) -> list[Leftover]:
         for path in (target.root, target.singleton_dir):
             if path is not None and os.path.lexists(path) and (path == target.root or _singleton_left(path)):
                 left.append(Leftover("dir", path))
+        left += [Leftover("dir", d.path) for d in target.empty_dirs if d.still_there()]
         return left
 
     left = check()

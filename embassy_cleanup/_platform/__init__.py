@@ -41,6 +41,10 @@ The documented functions (each backend provides all of them):
     shell): until it is reaped its PID, and so the group id, cannot be reused.
     Windows (no process groups) returns ``SignalResult.DENIED``.
 
+``create_time_offset() -> float``
+    Seconds to add to a create time to compare it with a file's times (Linux
+    counts create times from a boot time in whole seconds; elsewhere 0).
+
 ``process_table() -> list[ProcRow]``
     One row per process (pid, ppid, process group, create time, name,
     zombie), read in one pass.  Linux reads ``/proc/<pid>/stat`` once per
@@ -124,6 +128,7 @@ __all__ = [
     "os_find_by_marker",
     "os_kill_pids",
     "can_use_chrome_sandbox",
+    "create_time_offset",
     "dev_shm_too_small",
     "running_as_init",
     "same_user",
@@ -154,6 +159,7 @@ if sys.platform.startswith("linux"):
         HAVE_PROCESS_GROUPS,
         UNIX_SOCKET_PATH_MAX,
         can_use_chrome_sandbox,
+        create_time_offset,
         dev_shm_too_small,
         is_running,
         kill_group,
@@ -180,6 +186,7 @@ elif os.name == "posix":
         HAVE_PROCESS_GROUPS,
         UNIX_SOCKET_PATH_MAX,
         can_use_chrome_sandbox,
+        create_time_offset,
         dev_shm_too_small,
         is_running,
         kill_group,
@@ -206,6 +213,7 @@ elif sys.platform == "win32":
         HAVE_PROCESS_GROUPS,
         UNIX_SOCKET_PATH_MAX,
         can_use_chrome_sandbox,
+        create_time_offset,
         dev_shm_too_small,
         is_running,
         kill_group,

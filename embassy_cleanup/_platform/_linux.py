@@ -104,6 +104,19 @@ def _boot_time() -> float:
     return _BOOT_TIME
 
 
+def create_time_offset() -> float:
+    """Seconds to add to a create time to compare it with a file's times.
+
+    ``btime`` counts whole seconds, so create times run up to a second behind
+    the wall clock; the exact boot time is now minus ``/proc/uptime``."""
+    try:
+        with open("/proc/uptime", "rb") as fh:
+            up = float(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, time.time() - up - _boot_time())
+
+
 _COMM_MAX = 15  # the kernel cuts a process's name (comm) to 15 bytes
 
 

@@ -93,6 +93,12 @@ def wait_gone(procs: Sequence[tuple[int, float]], timeout: float) -> set[int]:
         delay = min(delay * 2, 0.05)
 
 
+def create_time_offset() -> float:
+    """Seconds to add to a create time to compare it with a file's times:
+    none here, the OS reports create times to the microsecond."""
+    return 0.0
+
+
 def process_table() -> list[ProcRow]:
     """Every process, through psutil (the Linux backend reads /proc itself)."""
     rows = []

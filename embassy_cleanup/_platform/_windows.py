@@ -65,6 +65,12 @@ def wait_gone(procs: Sequence[tuple[int, float]], timeout: float) -> set[int]:
         time.sleep(0.02)
 
 
+def create_time_offset() -> float:
+    """Seconds to add to a create time to compare it with a file's times:
+    none here, the OS reports create times to the microsecond."""
+    return 0.0
+
+
 def process_table() -> list[ProcRow]:
     rows = []
     for proc in psutil.process_iter(["ppid", "create_time", "name"]):

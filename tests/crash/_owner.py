@@ -29,7 +29,7 @@ flags; chromedriver's ``TMPDIR``/``XDG_CONFIG_HOME``/``XDG_CACHE_HOME`` in
 ``DIR/tmp``; ``--user-data-dir`` gives it a chosen profile), adopts it
 (``watchdog`` per ``--no-watchdog``), then opens a second tab so that a
 renderer is born after adopt.  Its session's description carries ``root``
-(``DIR``), ``profile``, ``profile_removed``, ``singleton_dir``,
+(``DIR``), ``profile``, ``profile_removed``, ``singleton_dir``, ``scratch_dir``,
 ``driver_pid``, ``browser_pid``, ``pids`` (what adopt recorded) and
 ``born_after_adopt`` (``{"<pid>": create_time}`` of the browser's
 descendants started since adopt: tabs are opened, at most 5, until one is).
@@ -190,6 +190,7 @@ class Owner:
                 "profile": found.profile_dir,
                 "profile_removed": found.remove_profile,
                 "singleton_dir": found.singleton_dir,
+                "scratch_dir": found.scratch_dir.path if found.scratch_dir is not None else None,
                 "driver_pid": found.driver_pid,
                 "browser_pid": found.browser_pid,
                 "pids": recorded,

@@ -115,16 +115,20 @@ def test_a_sigkilled_owner_leaves_nothing_of_an_adopted_driver_and_its_temp_prof
 ):
     owner, session = spawn_adopted(crash, adopt_dir)
     assert session["profile_removed"] is True
-    profile, singleton = session["profile"], session["singleton_dir"]
+    profile, singleton, scratch = session["profile"], session["singleton_dir"], session["scratch_dir"]
     assert os.path.dirname(profile) == os.path.join(adopt_dir, "tmp")  # chromedriver's temp profile
     assert singleton is not None and os.path.isdir(singleton)
+    # chromedriver's second, empty scoped dir, told apart by when it was made
+    assert scratch is not None and scratch != profile and os.listdir(scratch) == []
     assert owner.info["watchdog_pid"] is not None
     assert owner.cmd("title 0")["title"] == "owner-0-tab"
     procs = snapshot(owner, session)
     precondition(session, procs)
 
     t0 = kill_owner(owner)
-    wait_gone(crash, procs, [profile, singleton], t0, "adopted: owner SIGKILL -> tree and temp profile gone")
+    wait_gone(
+        crash, procs, [profile, singleton, scratch], t0, "adopted: owner SIGKILL -> tree and temp dirs gone"
+    )
 
     # ... the crashpad handlers (not tracked) exit by themselves once the browser is gone
     assert h.wait_until(lambda: not h.processes_under(adopt_dir), timeout=GONE_WITHIN_S), [
@@ -160,9 +164,7 @@ def test_a_sigkilled_owner_keeps_a_user_data_dir_the_user_chose_but_not_its_proc
     assert "Default" in os.listdir(chosen), os.listdir(chosen)
 
 
-def test_a_forked_child_closing_an_adopted_driver_neither_tears_it_down_nor_unregisters_it(
-    crash, adopt_dir
-):
+def test_a_forked_child_closing_an_adopted_driver_neither_tears_it_down_nor_unregisters_it(crash, adopt_dir):
     owner, session = spawn_adopted(crash, adopt_dir)
     procs = snapshot(owner, session)
     precondition(session, procs)

@@ -23,6 +23,7 @@ from selenium.webdriver.chrome.service import Service
 
 from embassy_cleanup import AdoptedSession, ConfigError, Outcome, Stage, adopt
 from embassy_cleanup._adopt import CRASHPAD_UNTRACKED, NO_ENV_MARKER
+from embassy_cleanup._dirs import CHROMEDRIVER_PROFILE
 from tests import _helpers as h
 
 pytestmark = pytest.mark.chrome
@@ -147,6 +148,44 @@ def test_adopt_without_grace_should_list_every_process_it_killed(plain_dir):
     assert alive(procs) == []
     assert driver.service.process.returncode is not None  # reaped: no zombie child left
     driver.quit()  # the user's own quit() afterwards is harmless
+
+
+def scoped_dirs(plain_dir: str) -> list[str]:
+    tmp = os.path.join(plain_dir, "tmp")
+    return sorted(os.path.join(tmp, n) for n in os.listdir(tmp) if CHROMEDRIVER_PROFILE.match(n))
+
+
+def test_adopt_forced_teardown_should_remove_chromedriver_second_empty_scoped_dir(plain_dir):
+    driver = plain_chrome(plain_dir)
+    profile = driver.capabilities["chrome"]["userDataDir"]
+    both = scoped_dirs(plain_dir)
+    assert len(both) == 2 and profile in both, both  # the profile and the empty one
+    session = adopt(driver, graceful=False)
+    scratch = session.found.scratch_dir
+    assert scratch is not None and scratch.path in both and scratch.path != profile
+    assert os.listdir(scratch.path) == []
+
+    report = session.close()
+
+    assert report.ok, str(report)
+    assert scratch.path in report.stage(Stage.PROFILE).removed
+    assert scoped_dirs(plain_dir) == []
+
+
+def test_adopt_should_keep_an_empty_scoped_dir_another_running_chromedriver_may_have_made(plain_dir):
+    first = plain_chrome(plain_dir)  # same TMPDIR: its chromedriver could have made the second's dir
+    second = plain_chrome(plain_dir)
+    try:
+        one, two = adopt(first, graceful=False), adopt(second)
+        assert one.found.scratch_dir is not None  # the second chromedriver started after it was made
+        assert two.found.scratch_dir is None
+        rival = f"chromedriver {first.service.process.pid} of this user, with the same temp dir"
+        assert any(rival in lim for lim in two.found.limits), two.found.limits
+        assert one.close().ok and two.close().ok  # the second quits: chromedriver removes its own dir
+    finally:
+        first.quit()
+        second.quit()
+    assert scoped_dirs(plain_dir) == []
 
 
 # -- profile dirs the user chose -----------------------------------------------------------------

@@ -39,6 +39,9 @@ def fake_lifecycle(profile: str | None, remove: bool, procs=((4242, 1700000000.5
     return Lifecycle("adopted-abc", AdoptedKind(target, found), budget=5.0, watchdog=True)
 
 
+SCRATCH = "/tmp/org.chromium.Chromium.scoped_dir.AbC124"
+
+
 def body(**changes):
     good = {
         "procs": [[4242, 1700000000.5, "chromedriver"]],
@@ -98,6 +101,12 @@ def test_the_message_leaves_out_processes_that_no_longer_run(monkeypatch):
         ({"singleton_dir": "/tmp/my-stuff"}, "not named like Chromium's singleton dir"),
         ({"ports": [0]}, "ports must be"),
         ({"born_after": "now"}, "born_after must be"),
+        ({"scratch_dir": SCRATCH}, "scratch_dir must be"),
+        ({"scratch_dir": [SCRATCH, 1, 5]}, "scratch_dir must be"),
+        ({"scratch_dir": [SCRATCH, -1, 5, 7]}, "scratch_dir must be"),
+        ({"scratch_dir": [SCRATCH, True, 5, 7]}, "scratch_dir must be"),
+        ({"scratch_dir": ["/tmp/my-stuff", 1, 5, 7]}, "not named like chromedriver's scoped dir"),
+        ({"scratch_dir": ["tmp/org.chromium.Chromium.scoped_dir.AbC124", 1, 5, 7]}, "absolute, normalised"),
     ],
 )
 def test_a_malformed_registration_is_refused_whole(changes, error):
