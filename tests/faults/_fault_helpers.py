@@ -309,8 +309,8 @@ def hide_from_discovery(monkeypatch: Any, pid: int, *, until: Stage, starts: boo
     processes = ProcessTracker.processes
     stage = LOCAL_STAGES[until]
 
-    def discover_hiding(self: ProcessTracker) -> Any:
-        found = discover(self)
+    def discover_hiding(self: ProcessTracker, *args: Any, **kwargs: Any) -> Any:
+        found = discover(self, *args, **kwargs)
         if hidden[0]:
             found.pop(pid, None)
         return found

@@ -73,7 +73,7 @@ def test_close_after_a_failed_start_should_signal_nothing(empty_root, tmp_path, 
     # regression here must not take the machine down with it.
     signalled = []
     monkeypatch.setattr(
-        ProcessTracker, "kill_tree", lambda self, procs, *a: (signalled.extend(procs), ([], []))[1]
+        ProcessTracker, "kill_tree", lambda self, procs, *a, **kw: (signalled.extend(procs), ([], []))[1]
     )
     monkeypatch.setattr(_platform, "signal_process", lambda pid, *a: signalled.append(pid))
     cleanup = ChromeUltraAggressiveCleanup(temp_root=empty_root, driver_path=str(tmp_path / "missing"))
