@@ -25,6 +25,11 @@ def chrome_options(*args: str) -> ChromeOptions:
     return opts
 
 
+def stable_id(kwargs: dict) -> str:
+    """A test id with no object address in it: pytest-xdist workers must collect the same names."""
+    return "-".join(f"{k}={getattr(x, 'arguments', x)!r}" for k, x in kwargs.items())
+
+
 # -- validation: ConfigError (a ValueError) --------------------------------------
 @pytest.mark.parametrize(
     ("kwargs", "option", "value", "shown"),
@@ -44,7 +49,7 @@ def chrome_options(*args: str) -> ChromeOptions:
         ),
         ({"binary": ""}, "binary", None, "binary"),
     ],
-    ids=lambda v: repr(v) if isinstance(v, dict) else None,
+    ids=lambda v: stable_id(v) if isinstance(v, dict) else None,
 )
 def test_constructor_should_reject_a_bad_value_with_a_config_error_naming_it(kwargs, option, value, shown):
     with pytest.raises(ConfigError) as info:
