@@ -3,7 +3,8 @@
 # tests/crash, real Chromium) N times in a row, not in CI: every run's leak
 # guard fails a test that leaves a process, a zombie or a dir of its own, so
 # "0 failed" in every round means zero leaks. Prints one line a round and a
-# total; exits 1 if any round failed.
+# total (a failed round's whole output goes to $TMPDIR/fault-matrix-round-N.log);
+# exits 1 if any round failed.
 #   sh scripts/fault_matrix.sh [ROUNDS] [PYTEST ARGS...]     (default 20 rounds)
 set -u
 cd "$(dirname "$0")/.." || exit 2
@@ -19,6 +20,8 @@ while [ "$i" -le "$rounds" ]; do
         status=FAILED
         failed_rounds=$((failed_rounds + 1))
         printf '%s\n' "$out" | grep -E '^(FAILED|ERROR) ' | sed "s/^/  round $i: /"
+        log="${TMPDIR:-/tmp}/fault-matrix-round-$i.log"
+        printf '%s\n' "$out" > "$log" && echo "  round $i: full output in $log"
     fi
     summary=$(printf '%s\n' "$out" | tail -n 1)
     echo "round $i/$rounds: $status in $(( $(date +%s) - start )) s: $summary"
