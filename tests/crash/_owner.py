@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import faulthandler
 import json
 import logging
 import os
@@ -368,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adopt", default=None, metavar="DIR", help="adopt a plain webdriver.Chrome()")
     parser.add_argument("--user-data-dir", default=None, help="with --adopt: a chosen profile dir")
     args = parser.parse_args(argv)
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # a hung owner shows its stacks (conftest)
+    # Start from the default dispositions an application gets from a terminal,
+    # even when the suite itself runs under nohup (SIGHUP ignored, inherited):
+    # the signal tests expect SIGTERM/SIGHUP to end the owner.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
 
     owner = Owner(args)

@@ -22,6 +22,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -144,7 +145,15 @@ class OwnerProc:
         return t0
 
     def wait(self, timeout: float = 30.0) -> int:
-        return self.proc.wait(timeout)
+        """The owner's exit status; if it hangs, fail with the stacks of all its threads."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR2)  # _owner.py's faulthandler dumps every thread
+            time.sleep(1)
+            raise AssertionError(
+                f"owner {self.name} still runs {timeout} s later; its stderr:\n{self.stderr()[-6000:]}"
+            ) from None
 
     def stderr(self) -> str:
         try:
