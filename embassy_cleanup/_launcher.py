@@ -394,34 +394,27 @@ def make_session_root(temp_root: str | None, session_id: str) -> SessionPaths:
             option="temp_root",
             value=base,
         )
+
+    def failed(what: str, path: str, err: OSError) -> LaunchError:
+        return LaunchError(
+            f"cannot {what} {path!r} (from {source}): {err.strerror or err}{free_space_note(base)}; "
+            "free some space or pass temp_root= a writable directory",
+            path=path,
+        )
+
     root = os.path.join(base, f"{ROOT_PREFIX}{session_id}")
     try:
         os.mkdir(root, 0o700)
     except OSError as err:
-        raise LaunchError(
-            f"cannot create the session dir in {base!r} (from {source}): "
-            f"{err.strerror or err}{free_space_note(base)}; free some space or pass temp_root= "
-            "a writable directory",
-            path=base,
-        ) from err
-    paths = SessionPaths(
-        root=root,
-        profile=os.path.join(root, "profile"),
-        tmp=os.path.join(root, "tmp"),
-        config=os.path.join(root, "config"),
-        cache=os.path.join(root, "cache"),
-    )
+        raise failed("create the session dir in", base, err) from err
+    subs = [os.path.join(root, sub) for sub in ("profile", "tmp", "config", "cache")]
     try:
-        for sub in (paths.profile, paths.tmp, paths.config, paths.cache):
+        for sub in subs:
             os.mkdir(sub, 0o700)
     except OSError as err:
         shutil.rmtree(root, ignore_errors=True)
-        raise LaunchError(
-            f"cannot populate the session dir {root!r} (from {source}): {err.strerror or err}"
-            f"{free_space_note(base)}; free some space or pass temp_root= a writable directory",
-            path=root,
-        ) from err
-    return paths
+        raise failed("populate the session dir", root, err) from err
+    return SessionPaths(root, *subs)
 
 
 def child_env(opts: SessionOptions, session_id: str, paths: SessionPaths) -> dict[str, str]:
