@@ -31,6 +31,7 @@ import psutil
 
 from . import _platform
 from ._inventory import is_chrome_family
+from ._ownership import root_in_args
 from ._presets import PresetName
 from ._session import ChromeUltraAggressiveCleanup
 
@@ -118,10 +119,11 @@ class StressResult:
 
 # -- scanning ---------------------------------------------------------------
 def _marked(proc: psutil.Process, needle: str) -> bool:
+    """``needle``, a path, on the command line or in ``TMPDIR`` (chromedriver's)."""
     try:
-        if any(needle in a for a in proc.cmdline()):
-            return True
-        return needle in proc.environ().get("TMPDIR", "")
+        return root_in_args(needle, proc.cmdline()) or root_in_args(
+            needle, [proc.environ().get("TMPDIR", "")]
+        )
     except Exception:  # psutil errors and garbled environ areas
         return False
 
@@ -129,18 +131,14 @@ def _marked(proc: psutil.Process, needle: str) -> bool:
 def processes_marked(needle: str) -> list[psutil.Process]:
     """Running processes of this user marked with ``needle`` (never by name)."""
     me = os.getpid()
-    out = []
-    for proc in psutil.process_iter(["status"]):
-        if proc.pid == me or proc.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        try:
-            if proc.uids().real != os.getuid():
-                continue
-        except (psutil.Error, AttributeError):
-            continue
-        if _marked(proc, needle):
-            out.append(proc)
-    return out
+    return [
+        proc
+        for proc in psutil.process_iter(["status"])
+        if proc.pid != me
+        and proc.info["status"] != psutil.STATUS_ZOMBIE
+        and _platform.same_user(proc)
+        and _marked(proc, needle)
+    ]
 
 
 def _zombie_children() -> list[int]:
