@@ -606,8 +606,9 @@ class _Start:
             msg += f"; chromedriver's verbose log: {self.driver_log}"
         return LaunchError(msg, path=path, component=component, output=output, hint=hint)
 
-    def driver_service(self) -> Any:
-        """A chromedriver Service writing into the capture, started (it listens)."""
+    def start_service(self, on_spawn: _OnSpawn) -> OwnedService:
+        """Start chromedriver, writing into the capture; return its Service once
+        it listens.  LaunchError naming it when it exits or does not listen in time."""
         service = OwnedService(
             executable_path=self.driver_path,
             env=child_env(self.opts, self.session_id, self.paths),
@@ -616,10 +617,6 @@ class _Start:
             log_output=os.fdopen(self.capture.writer, "wb", closefd=False),
             service_args=driver_log_args(self.driver_log),
         )
-        return service
-
-    def start_service(self, service: Any, on_spawn: Callable[[Any], object]) -> None:
-        """Start chromedriver; LaunchError naming it when it exits or does not listen in time."""
         service.on_spawn = on_spawn
         where = f"127.0.0.1:{service.port}"
         try:
@@ -644,6 +641,7 @@ class _Start:
                 self.driver_path,
                 fallback_hint=self._not_chromedriver,
             )
+        return service
 
     def _not_chromedriver(self, output: list[str]) -> str | None:
         if any("ChromeDriver" in ln for ln in output):
@@ -678,8 +676,7 @@ def _start_chrome(start: _Start, binary: str | None, on_spawn: _OnSpawn) -> tupl
         options.binary_location = binary
     shown = f"binary={options.binary_location or 'chromedriver default'!r}, driver={start.driver_path!r}"
 
-    service = start.driver_service()
-    start.start_service(service, on_spawn)
+    service = start.start_service(on_spawn)
     try:
         driver = start.new_session(service, options)
     except Expired:
@@ -860,8 +857,7 @@ def _start_shell_session(start: _Start, shell: str, on_spawn: _OnSpawn, on_brows
     # flags were set above (validate() refuses chromeOptions the attach would drop)
     options = copy_user_options(webdriver.ChromeOptions(), opts.options, chrome_options=False)
     options.debugger_address = f"127.0.0.1:{port}"
-    service = start.driver_service()
-    start.start_service(service, on_spawn)
+    service = start.start_service(on_spawn)
     shown = f"shell={shell!r}, driver={start.driver_path!r}"
     try:
         driver = start.new_session(service, options)
