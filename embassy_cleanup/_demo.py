@@ -8,6 +8,9 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
 PAGE = b"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Embassy appointment (demo)</title></head>
 <body>
@@ -53,9 +56,6 @@ def serve_page() -> Iterator[str]:
 
 def bot_job(driver: Any, url: str, name: str = "Ada Lovelace") -> dict[str, str]:
     """Open the page, read the title, fill the form, click, read the result."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
     driver.get(url)
     title = driver.title
     field = driver.find_element(By.ID, "name")

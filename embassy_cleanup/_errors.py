@@ -32,9 +32,17 @@ __all__ = [
 
 
 class EmbassyCleanupError(Exception):
-    """Base class of every error raised by embassy_cleanup."""
+    """Base class of every error raised by embassy_cleanup.
+
+    Every class of this module shows as ``embassy_cleanup.X`` in tracebacks
+    and pickles under that public name (psutil does the same)."""
 
     __module__ = "embassy_cleanup"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__module__ == __name__:
+            cls.__module__ = "embassy_cleanup"
 
     def __init__(self, msg: str = "", **details: Any) -> None:
         super().__init__(msg)
@@ -63,16 +71,12 @@ def _rebuild(cls: type[EmbassyCleanupError], msg: str, details: dict[str, Any]) 
 class ConfigError(EmbassyCleanupError, ValueError):
     """An option has a bad value.  ``option`` names it, ``value`` holds it."""
 
-    __module__ = "embassy_cleanup"
-
     def __init__(self, msg: str, *, option: str, value: Any = None) -> None:
         super().__init__(msg, option=option, value=value)
 
 
 class DriverNotFoundError(EmbassyCleanupError, FileNotFoundError):
     """No usable chromedriver.  ``tried`` lists ``(source, outcome)`` pairs."""
-
-    __module__ = "embassy_cleanup"
 
     tried: tuple[tuple[str, str], ...]
 
@@ -96,7 +100,6 @@ class LaunchError(EmbassyCleanupError, RuntimeError):
     wrote, and ``hint`` a likely cause and fix when one is known.
     """
 
-    __module__ = "embassy_cleanup"
     path: str | None
     report: CleanupReport | None
     component: str | None
@@ -130,8 +133,6 @@ class LaunchError(EmbassyCleanupError, RuntimeError):
 class GridError(EmbassyCleanupError, OSError):
     """A Selenium Grid did not answer as expected (connection, HTTP status, JSON)."""
 
-    __module__ = "embassy_cleanup"
-
     def __init__(self, msg: str, *, url: str | None = None) -> None:
         super().__init__(msg, url=url)
 
@@ -143,16 +144,12 @@ class SessionClosedError(EmbassyCleanupError, WebDriverException):  # type: igno
     working; ``session_id`` names the session, ``closed_at`` (epoch seconds)
     says when its teardown started."""
 
-    __module__ = "embassy_cleanup"
-
     def __init__(self, msg: str, *, session_id: str | None = None, closed_at: float | None = None) -> None:
         super().__init__(msg, session_id=session_id, closed_at=closed_at)
 
 
 class CleanupIncomplete(EmbassyCleanupError, RuntimeError):
     """Verification found leftovers.  ``report`` says which."""
-
-    __module__ = "embassy_cleanup"
 
     report: CleanupReport
 
@@ -163,20 +160,14 @@ class CleanupIncomplete(EmbassyCleanupError, RuntimeError):
 class PoolError(EmbassyCleanupError):
     """Base class of the errors a :class:`ChromePool` raises."""
 
-    __module__ = "embassy_cleanup"
-
 
 class PoolClosedError(PoolError, RuntimeError):
     """The pool is closed: no checkout, and a browser that was checked out
     when it closed has been torn down under its holder."""
 
-    __module__ = "embassy_cleanup"
-
 
 class PoolFullError(PoolError, RuntimeError):
     """``on_full="reject"`` and every one of the ``max_size`` browsers is busy."""
-
-    __module__ = "embassy_cleanup"
 
     def __init__(self, msg: str, *, max_size: int) -> None:
         super().__init__(msg, max_size=max_size)
@@ -185,8 +176,6 @@ class PoolFullError(PoolError, RuntimeError):
 class PoolTimeoutError(PoolError, TimeoutError):
     """``on_full="wait"``: no browser became free within ``timeout`` seconds."""
 
-    __module__ = "embassy_cleanup"
-
     def __init__(self, msg: str, *, max_size: int, seconds: float) -> None:
         super().__init__(msg, max_size=max_size, seconds=seconds)
 
@@ -194,5 +183,3 @@ class PoolTimeoutError(PoolError, TimeoutError):
 class LeaseExpiredError(PoolError, RuntimeError):
     """A pooled driver was used outside its ``with pool.session()`` block:
     after it was returned, or after the pool retired its browser."""
-
-    __module__ = "embassy_cleanup"

@@ -145,9 +145,7 @@ class OutputCapture:
             if quiet and not self._pending():
                 break
             time.sleep(0.01)
-        with self._lock:
-            text = self._tail.decode("utf-8", "replace")
-        return meaningful_lines(text, count)
+        return meaningful_lines(self.text(), count)
 
     def text(self) -> str:
         """Everything in the in-memory tail (for matching hints)."""

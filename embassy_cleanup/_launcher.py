@@ -19,6 +19,7 @@ up) and quotes the last lines chromedriver and the browser wrote
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -26,8 +27,15 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
+
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common import utils
+from selenium.webdriver.common.selenium_manager import SeleniumManager
 
 from . import _platform
 from ._clock import Budget, Expired, run_bounded
@@ -52,6 +60,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from selenium.webdriver.chrome.webdriver import WebDriver
 
 log = logging.getLogger("embassy_cleanup")
+
+#: Called with each process the session starts, the moment it exists.
+_OnSpawn = Callable[[subprocess.Popen[bytes]], Any]
 
 DRIVER_ENV = "CHROMEDRIVER_PATH"
 BINARY_ENV = "CHROME_BINARY"
@@ -126,8 +137,6 @@ def resolve_driver(explicit: str | None, binary: str | None = None) -> tuple[str
     tried.append(("PATH", "no chromedriver on PATH"))
 
     try:
-        from selenium.webdriver.common.selenium_manager import SeleniumManager
-
         out = SeleniumManager().binary_paths(["--browser", "chrome", "--offline", "--avoid-stats"])
         path = out.get("driver_path") or ""
         if path and os.access(path, os.X_OK):
@@ -197,19 +206,7 @@ def read_browser_version(binary: str) -> BrowserVersion | None:
     the version from the registry itself)."""
     if _platform.PLATFORM == "windows":
         return None
-    try:
-        out = subprocess.run(
-            [binary, "--version"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,  # Debian's wrapper script prints noise there
-            timeout=VERSION_TIMEOUT,
-            check=False,
-        ).stdout.decode("utf-8", "replace")
-    except (OSError, subprocess.SubprocessError) as err:
-        log.debug("%s --version: %r", binary, err)
-        return None
-    for line in out.splitlines():
+    for line in _version_output(binary).splitlines():
         m = _VERSION.search(line)
         if m:
             name = line[: m.start()].lower()
@@ -225,8 +222,15 @@ def _major(version: str | None) -> str | None:
 
 def read_driver_version(path: str) -> str | None:
     """``ChromeDriver 156.0.8078.114`` from ``path --version``, or None."""
+    out = _version_output(path).strip()
+    return out.splitlines()[0].split(" (")[0] or None if out else None
+
+
+def _version_output(path: str) -> str:
+    """What ``path --version`` printed on stdout ("" when it failed); stderr
+    is dropped (Debian's chromium wrapper script prints noise there)."""
     try:
-        out = subprocess.run(
+        return subprocess.run(
             [path, "--version"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -234,10 +238,9 @@ def read_driver_version(path: str) -> str | None:
             timeout=VERSION_TIMEOUT,
             check=False,
         ).stdout.decode("utf-8", "replace")
-    except (OSError, subprocess.SubprocessError):
-        return None
-    first = out.strip().splitlines()[0] if out.strip() else ""
-    return first.split(" (")[0] or None
+    except (OSError, subprocess.SubprocessError) as err:
+        log.debug("%s --version: %r", path, err)
+        return ""
 
 
 class PinnedBrowserVersion:
@@ -391,34 +394,27 @@ def make_session_root(temp_root: str | None, session_id: str) -> SessionPaths:
             option="temp_root",
             value=base,
         )
+
+    def failed(what: str, path: str, err: OSError) -> LaunchError:
+        return LaunchError(
+            f"cannot {what} {path!r} (from {source}): {err.strerror or err}{free_space_note(base)}; "
+            "free some space or pass temp_root= a writable directory",
+            path=path,
+        )
+
     root = os.path.join(base, f"{ROOT_PREFIX}{session_id}")
     try:
         os.mkdir(root, 0o700)
     except OSError as err:
-        raise LaunchError(
-            f"cannot create the session dir in {base!r} (from {source}): "
-            f"{err.strerror or err}{free_space_note(base)}; free some space or pass temp_root= "
-            "a writable directory",
-            path=base,
-        ) from err
-    paths = SessionPaths(
-        root=root,
-        profile=os.path.join(root, "profile"),
-        tmp=os.path.join(root, "tmp"),
-        config=os.path.join(root, "config"),
-        cache=os.path.join(root, "cache"),
-    )
+        raise failed("create the session dir in", base, err) from err
+    subs = [os.path.join(root, sub) for sub in ("profile", "tmp", "config", "cache")]
     try:
-        for sub in (paths.profile, paths.tmp, paths.config, paths.cache):
+        for sub in subs:
             os.mkdir(sub, 0o700)
     except OSError as err:
         shutil.rmtree(root, ignore_errors=True)
-        raise LaunchError(
-            f"cannot populate the session dir {root!r} (from {source}): {err.strerror or err}"
-            f"{free_space_note(base)}; free some space or pass temp_root= a writable directory",
-            path=root,
-        ) from err
-    return paths
+        raise failed("populate the session dir", root, err) from err
+    return SessionPaths(root, *subs)
 
 
 def child_env(opts: SessionOptions, session_id: str, paths: SessionPaths) -> dict[str, str]:
@@ -501,59 +497,52 @@ def copy_user_options(target: Any, user: Any, *, chrome_options: bool = True) ->
 
 
 # -- starting -------------------------------------------------------------
-def _service_class() -> type:
-    from selenium.webdriver.chrome.service import Service
+class OwnedService(Service):  # type: ignore[misc]
+    """A chromedriver Service that reports its process the moment it exists,
+    so a failure while waiting for it to answer still leaves it recorded,
+    and that waits for it to listen only until the start's deadline."""
 
-    class OwnedService(Service):  # type: ignore[misc]
-        """A chromedriver Service that reports its process the moment it exists,
-        so a failure while waiting for it to answer still leaves it recorded,
-        and that waits for it to listen only until the start's deadline."""
+    on_spawn: _OnSpawn | None = None
 
-        on_spawn: Callable[[subprocess.Popen[bytes]], Any] | None = None
+    # chromedriver listens on the loopback address; Selenium reaches it as
+    # "localhost", which needs /etc/hosts (absent in a bare chroot or a
+    # minimal image: "Can not connect to the Service") and may resolve to
+    # ::1 first.  The address itself needs neither.
+    @property
+    def service_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
-        # chromedriver listens on the loopback address; Selenium reaches it as
-        # "localhost", which needs /etc/hosts (absent in a bare chroot or a
-        # minimal image: "Can not connect to the Service") and may resolve to
-        # ::1 first.  The address itself needs neither.
-        @property
-        def service_url(self) -> str:
-            return f"http://127.0.0.1:{self.port}"
+    def is_connectable(self) -> bool:
+        return bool(utils.is_connectable(self.port, host="127.0.0.1"))
 
-        def is_connectable(self) -> bool:
-            from selenium.webdriver.common import utils
+    def start(self) -> None:
+        """No-op once :meth:`start_within` ran (``webdriver.Chrome`` calls it)."""
+        if getattr(self, "process", None) is None:
+            self.start_within(Budget(DEFAULT_START_TIMEOUT))
 
-            return bool(utils.is_connectable(self.port, host="127.0.0.1"))
-
-        def start(self) -> None:
-            """No-op once :meth:`start_within` ran (``webdriver.Chrome`` calls it)."""
-            if getattr(self, "process", None) is None:
-                self.start_within(Budget(DEFAULT_START_TIMEOUT))
-
-        def start_within(self, deadline: Budget) -> int | None:
-            """Spawn chromedriver and wait until it listens; return None, or
-            its exit status when it exited first.  Raises :class:`Expired`
-            at ``deadline``.  Selenium's own wait is 70 polls (~33 s), and
-            takes an exit status of 0 for "still running"."""
-            try:
-                self._start_process(self.path)
-            finally:
-                proc = getattr(self, "process", None)
-                if proc is not None and self.on_spawn is not None:
-                    self.on_spawn(proc)
-                    self.on_spawn = None
-            delay = 0.005
-            while True:
-                code = self.process.poll()
-                if code is not None:
-                    return int(code)
-                if self.is_connectable():
-                    return None
-                if deadline.expired():
-                    raise Expired("chromedriver")
-                time.sleep(min(delay, deadline.remaining()))
-                delay = min(delay * 2, 0.1)
-
-    return OwnedService
+    def start_within(self, deadline: Budget) -> int | None:
+        """Spawn chromedriver and wait until it listens; return None, or
+        its exit status when it exited first.  Raises :class:`Expired`
+        at ``deadline``.  Selenium's own wait is 70 polls (~33 s), and
+        takes an exit status of 0 for "still running"."""
+        try:
+            self._start_process(self.path)
+        finally:
+            proc = getattr(self, "process", None)
+            if proc is not None and self.on_spawn is not None:
+                self.on_spawn(proc)
+                self.on_spawn = None
+        delay = 0.005
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                return int(code)
+            if self.is_connectable():
+                return None
+            if deadline.expired():
+                raise Expired("chromedriver")
+            time.sleep(min(delay, deadline.remaining()))
+            delay = min(delay * 2, 0.1)
 
 
 def webdriver_reason(err: Any) -> str:
@@ -617,9 +606,10 @@ class _Start:
             msg += f"; chromedriver's verbose log: {self.driver_log}"
         return LaunchError(msg, path=path, component=component, output=output, hint=hint)
 
-    def driver_service(self) -> Any:
-        """A chromedriver Service writing into the capture, started (it listens)."""
-        service = _service_class()(
+    def start_service(self, on_spawn: _OnSpawn) -> OwnedService:
+        """Start chromedriver, writing into the capture; return its Service once
+        it listens.  LaunchError naming it when it exits or does not listen in time."""
+        service = OwnedService(
             executable_path=self.driver_path,
             env=child_env(self.opts, self.session_id, self.paths),
             popen_kw=_platform.new_session_popen_kw(),
@@ -627,10 +617,6 @@ class _Start:
             log_output=os.fdopen(self.capture.writer, "wb", closefd=False),
             service_args=driver_log_args(self.driver_log),
         )
-        return service
-
-    def start_service(self, service: Any, on_spawn: Callable[[Any], object]) -> None:
-        """Start chromedriver; LaunchError naming it when it exits or does not listen in time."""
         service.on_spawn = on_spawn
         where = f"127.0.0.1:{service.port}"
         try:
@@ -655,6 +641,7 @@ class _Start:
                 self.driver_path,
                 fallback_hint=self._not_chromedriver,
             )
+        return service
 
     def _not_chromedriver(self, output: list[str]) -> str | None:
         if any("ChromeDriver" in ln for ln in output):
@@ -667,8 +654,6 @@ class _Start:
 
     def new_session(self, service: Any, options: Any) -> WebDriver:
         """The WebDriver session, abandoned at the deadline (:class:`Expired`)."""
-        from selenium import webdriver
-
         return run_bounded(
             lambda: webdriver.Chrome(service=service, options=options),
             self.deadline,
@@ -677,39 +662,25 @@ class _Start:
         )
 
 
-def start_driver(
-    opts: SessionOptions,
-    session_id: str,
-    paths: SessionPaths,
-    driver_path: str,
-    binary: str | None,
-    on_spawn: Callable[[subprocess.Popen[bytes]], Any],
-    start: _Start | None = None,
-) -> tuple[WebDriver, Any]:
+def _start_chrome(start: _Start, binary: str | None, on_spawn: _OnSpawn) -> tuple[WebDriver, Any]:
     """Start chromedriver and Chrome; return ``(driver, service)``.
 
     Raises LaunchError with chromedriver's own words and the browser's output
     when Chrome does not start, or names what was not ready when
     ``start_timeout`` passes; the caller tears down whatever was started.
     """
-    from selenium import webdriver
-    from selenium.common.exceptions import WebDriverException
-
-    if start is None:
-        start = _new_start(opts, session_id, paths, driver_path, Budget(opts.start_timeout))
-    options = copy_user_options(webdriver.ChromeOptions(), opts.options)
-    for arg in chrome_arguments(opts, paths.profile):
+    options = copy_user_options(webdriver.ChromeOptions(), start.opts.options)
+    for arg in chrome_arguments(start.opts, start.paths.profile):
         options.add_argument(arg)
     if binary is not None:
         options.binary_location = binary
-    shown = f"binary={options.binary_location or 'chromedriver default'!r}, driver={driver_path!r}"
+    shown = f"binary={options.binary_location or 'chromedriver default'!r}, driver={start.driver_path!r}"
 
-    service = start.driver_service()
-    start.start_service(service, on_spawn)
+    service = start.start_service(on_spawn)
     try:
         driver = start.new_session(service, options)
     except Expired:
-        opened = read_devtools_port(paths.profile) is not None
+        opened = read_devtools_port(start.paths.profile) is not None
         what = (
             "Chrome opened DevTools, but chromedriver did not create the session"
             if opened
@@ -738,22 +709,19 @@ def attach_driver(
     paths: SessionPaths,
     driver_path: str,
     devtools_port: int,
-    on_spawn: Callable[[subprocess.Popen[bytes]], Any],
+    on_spawn: _OnSpawn,
     bidi: bool = True,
 ) -> WebDriver:
     """Another chromedriver and WebDriver session on the session's running
     browser (``debuggerAddress``), started like the session's own: in its own
     process session, with the session's markers, recorded by ``on_spawn`` the
     moment it exists.  ``bidi``: with WebDriver BiDi (user contexts)."""
-    from selenium import webdriver
-    from selenium.common.exceptions import WebDriverException
-
     options = webdriver.ChromeOptions()
     options.debugger_address = f"127.0.0.1:{devtools_port}"
     options.enable_bidi = bidi
     if opts.options is not None:
         options.page_load_strategy = opts.options.page_load_strategy
-    service = _service_class()(
+    service = OwnedService(
         executable_path=driver_path,
         env=child_env(opts, session_id, paths),
         popen_kw=_platform.new_session_popen_kw(),
@@ -795,21 +763,14 @@ class Launched:
     display: str | None = None  # the Xvfb display (":7") with virtual_display=True
 
 
-def _new_start(
-    opts: SessionOptions, session_id: str, paths: SessionPaths, driver_path: str, deadline: Budget
-) -> _Start:
-    capture = OutputCapture(os.path.join(paths.root, OUTPUT_FILE))
-    return _Start(opts, session_id, paths, driver_path, deadline, capture, driver_log_path(session_id))
-
-
 def start_session(
     opts: SessionOptions,
     session_id: str,
     paths: SessionPaths,
     driver_path: str,
     binary: str | None,
-    on_spawn: Callable[[subprocess.Popen[bytes]], Any],
-    on_browser: Callable[[subprocess.Popen[bytes]], Any],
+    on_spawn: _OnSpawn,
+    on_browser: _OnSpawn,
     started_at: float | None = None,
     add_hook: Callable[[Any], object] | None = None,
 ) -> Launched:
@@ -825,7 +786,9 @@ def start_session(
     binary, with a WARNING.  ``add_hook`` gets the teardown hooks (the
     output capture, the virtual display) as soon as they exist.
     """
-    start = _new_start(opts, session_id, paths, driver_path, Budget(opts.start_timeout, start=started_at))
+    deadline = Budget(opts.start_timeout, start=started_at)
+    capture = OutputCapture(os.path.join(paths.root, OUTPUT_FILE))
+    start = _Start(opts, session_id, paths, driver_path, deadline, capture, driver_log_path(session_id))
     hooks = add_hook if add_hook is not None else (lambda hook: None)
     hooks(start.capture)
     try:
@@ -840,58 +803,35 @@ def start_session(
             hooks(vd)
             display = vd.display
             opts = start.opts = dataclasses.replace(opts, env={**opts.env, "DISPLAY": display})
-        launched = _start_browser(opts, session_id, paths, driver_path, binary, on_spawn, on_browser, start)
+        launched = _start_browser(start, binary, on_spawn, on_browser)
         launched.display = display
         return launched
     finally:
         start.capture.close_writer()  # every child has its copy: EOF once they all exit
 
 
-def _start_browser(
-    opts: SessionOptions,
-    session_id: str,
-    paths: SessionPaths,
-    driver_path: str,
-    binary: str | None,
-    on_spawn: Callable[[subprocess.Popen[bytes]], Any],
-    on_browser: Callable[[subprocess.Popen[bytes]], Any],
-    start: _Start,
-) -> Launched:
-    if opts.preset in SHELL_PRESETS:
-        shell = resolve_headless_shell()
-        if shell is not None:
-            return _start_shell_session(
-                opts, session_id, paths, driver_path, shell, on_spawn, on_browser, start
-            )
-        reason = (
-            f"preset {opts.preset!r}: no headless shell found (${SHELL_ENV} not set, none of "
-            f"{', '.join(SHELL_PATHS + SHELL_NAMES)}); using preset {SHELL_FALLBACK!r} on "
-            f"{binary or 'the default Chrome'} instead; install chromium-headless-shell (Debian) "
-            "for about half the memory"
-        )
-        log.warning("session %s: %s", session_id, reason)
-        opts = start.opts = dataclasses.replace(opts, preset=SHELL_FALLBACK)
-        driver, service = start_driver(opts, session_id, paths, driver_path, binary, on_spawn, start)
-        return Launched(driver, service, SHELL_FALLBACK, read_devtools_port(paths.profile), None, reason)
-    driver, service = start_driver(opts, session_id, paths, driver_path, binary, on_spawn, start)
-    return Launched(driver, service, opts.preset, read_devtools_port(paths.profile))
+def _start_browser(start: _Start, binary: str | None, on_spawn: _OnSpawn, on_browser: _OnSpawn) -> Launched:
+    opts = start.opts
+    if opts.preset not in SHELL_PRESETS:
+        driver, service = _start_chrome(start, binary, on_spawn)
+        return Launched(driver, service, opts.preset, read_devtools_port(start.paths.profile))
+    shell = resolve_headless_shell()
+    if shell is not None:
+        return _start_shell_session(start, shell, on_spawn, on_browser)
+    reason = (
+        f"preset {opts.preset!r}: no headless shell found (${SHELL_ENV} not set, none of "
+        f"{', '.join(SHELL_PATHS + SHELL_NAMES)}); using preset {SHELL_FALLBACK!r} on "
+        f"{binary or 'the default Chrome'} instead; install chromium-headless-shell (Debian) "
+        "for about half the memory"
+    )
+    log.warning("session %s: %s", start.session_id, reason)
+    start.opts = dataclasses.replace(opts, preset=SHELL_FALLBACK)
+    driver, service = _start_chrome(start, binary, on_spawn)
+    return Launched(driver, service, SHELL_FALLBACK, read_devtools_port(start.paths.profile), None, reason)
 
 
-def _start_shell_session(
-    opts: SessionOptions,
-    session_id: str,
-    paths: SessionPaths,
-    driver_path: str,
-    shell: str,
-    on_spawn: Callable[[subprocess.Popen[bytes]], Any],
-    on_browser: Callable[[subprocess.Popen[bytes]], Any],
-    start: _Start,
-) -> Launched:
-    import subprocess
-
-    from selenium import webdriver
-    from selenium.common.exceptions import WebDriverException
-
+def _start_shell_session(start: _Start, shell: str, on_spawn: _OnSpawn, on_browser: _OnSpawn) -> Launched:
+    opts, session_id, paths = start.opts, start.session_id, start.paths
     args = merge_flags(list(CHROMEDRIVER_DEFAULT_FLAGS), chrome_arguments(opts, paths.profile, shell=True))
     # Port 0: the shell picks a free port and writes it to DevToolsActivePort
     # (never a port range of ours).  about:blank gives chromedriver a page.
@@ -917,9 +857,8 @@ def _start_shell_session(
     # flags were set above (validate() refuses chromeOptions the attach would drop)
     options = copy_user_options(webdriver.ChromeOptions(), opts.options, chrome_options=False)
     options.debugger_address = f"127.0.0.1:{port}"
-    service = start.driver_service()
-    start.start_service(service, on_spawn)
-    shown = f"shell={shell!r}, driver={driver_path!r}"
+    service = start.start_service(on_spawn)
+    shown = f"shell={shell!r}, driver={start.driver_path!r}"
     try:
         driver = start.new_session(service, options)
     except Expired:
@@ -971,9 +910,6 @@ def _wait_for_devtools(popen: subprocess.Popen[bytes], profile_dir: str, shell: 
 
 def _has_page(port: int, deadline: Budget) -> bool:
     """Whether the DevTools endpoint lists a page target yet."""
-    import json
-    import urllib.request
-
     try:
         timeout = max(0.05, min(1.0, deadline.remaining()))
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=timeout) as resp:  # noqa: S310

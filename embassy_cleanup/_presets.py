@@ -26,13 +26,16 @@ BASE_FLAGS: tuple[tuple[str, str], ...] = (
     ("--password-store=basic", "no keyring daemon is contacted"),
 )
 
-_MINIMAL: tuple[tuple[str, str], ...] = (
+#: What "balanced" and "minimal" both add.
+_LEAN: tuple[tuple[str, str], ...] = (
     ("--disable-extensions", "no extension processes"),
     ("--disable-component-extensions-with-background-pages", "no background pages"),
     ("--mute-audio", "no audio service work"),
     ("--disk-cache-size=1", "a near-empty disk cache: less to write and remove"),
     ("--metrics-recording-only", "no metrics upload"),
     ("--disable-breakpad", "no crash-dump uploads"),
+)
+_MINIMAL = _LEAN + (
     ("--renderer-process-limit=1", "at most one renderer process"),
     ("--disable-site-isolation-trials", "no process per site"),
     ("--js-flags=--max-old-space-size=256", "cap each V8 heap at 256 MB"),
@@ -45,15 +48,8 @@ _MINIMAL: tuple[tuple[str, str], ...] = (
 
 PRESETS: Mapping[str, tuple[tuple[str, str], ...]] = {
     "stock": (),
-    "balanced": (
-        ("--disable-extensions", "no extension processes"),
-        ("--disable-component-extensions-with-background-pages", "no background pages"),
-        ("--mute-audio", "no audio service work"),
-        ("--disk-cache-size=1", "a near-empty disk cache: less to write and remove"),
-        ("--metrics-recording-only", "no metrics upload"),
-        ("--disable-breakpad", "no crash-dump uploads"),
-        ("--disable-features=Translate,MediaRouter,OptimizationHints", "idle services off"),
-    ),
+    "balanced": _LEAN
+    + (("--disable-features=Translate,MediaRouter,OptimizationHints", "idle services off"),),
     "minimal": _MINIMAL,
     # The same flags, on the headless shell binary instead of chromium.
     "headless-shell": _MINIMAL,

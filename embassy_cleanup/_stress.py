@@ -13,6 +13,7 @@ through psutil objects that hold their identity.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -30,19 +31,10 @@ import psutil
 
 from . import _platform
 from ._inventory import is_chrome_family
+from ._ownership import root_in_args
 from ._presets import PresetName
 from ._session import ChromeUltraAggressiveCleanup
 
-SCENARIOS = (
-    "normal",
-    "exception",
-    "sigkill-owner",
-    "sigterm-owner",
-    "kill-driver",
-    "kill-browser",
-    "freeze-browser",
-    "concurrent",
-)
 #: The run's own dir, ``<temp dir>/es-XXXXXXXX``: kept short, because the
 #: session dirs inside it must leave room for Chrome's socket path.
 RUN_DIR_PREFIX = "es-"
@@ -81,24 +73,12 @@ class IterationResult:
         return bool(self.leaked_processes or self.leaked_dirs or self.zombies or self.error)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "scenario": self.scenario,
-            "teardown_s": round(self.teardown_s, 4),
-            "leaked_processes": self.leaked_processes,
-            "leaked_dirs": self.leaked_dirs,
-            "zombies": self.zombies,
-            "fds": self.fds,
-            "chrome_processes": self.chrome_processes,
-            "chrome_rss_bytes": self.chrome_rss_bytes,
-            "error": self.error,
-        }
+        return dict(dataclasses.asdict(self), teardown_s=round(self.teardown_s, 4))
 
 
 @dataclass
 class StressResult:
     iterations: list[IterationResult]
-    baseline_fds: int
 
     @property
     def ok(self) -> bool:
@@ -139,10 +119,11 @@ class StressResult:
 
 # -- scanning ---------------------------------------------------------------
 def _marked(proc: psutil.Process, needle: str) -> bool:
+    """``needle``, a path, on the command line or in ``TMPDIR`` (chromedriver's)."""
     try:
-        if any(needle in a for a in proc.cmdline()):
-            return True
-        return needle in proc.environ().get("TMPDIR", "")
+        return root_in_args(needle, proc.cmdline()) or root_in_args(
+            needle, [proc.environ().get("TMPDIR", "")]
+        )
     except Exception:  # psutil errors and garbled environ areas
         return False
 
@@ -150,18 +131,14 @@ def _marked(proc: psutil.Process, needle: str) -> bool:
 def processes_marked(needle: str) -> list[psutil.Process]:
     """Running processes of this user marked with ``needle`` (never by name)."""
     me = os.getpid()
-    out = []
-    for proc in psutil.process_iter(["status"]):
-        if proc.pid == me or proc.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        try:
-            if proc.uids().real != os.getuid():
-                continue
-        except (psutil.Error, AttributeError):
-            continue
-        if _marked(proc, needle):
-            out.append(proc)
-    return out
+    return [
+        proc
+        for proc in psutil.process_iter(["status"])
+        if proc.pid != me
+        and proc.info["status"] != psutil.STATUS_ZOMBIE
+        and _platform.same_user(proc)
+        and _marked(proc, needle)
+    ]
 
 
 def _zombie_children() -> list[int]:
@@ -225,11 +202,7 @@ def _kill_driver(cleanup: Any, driver: Any) -> None:
 
 
 def _kill_browser(cleanup: Any, driver: Any) -> None:
-    for child in _leader(cleanup).children():
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
+    _kill(_leader(cleanup).children())
 
 
 def _freeze_browser(cleanup: Any, driver: Any) -> None:
@@ -302,25 +275,40 @@ def _concurrent(run_root: str, preset: str) -> float:
     return max(times)
 
 
+#: Each scenario: ``run(run_root, preset) -> teardown seconds``.
+_RUNNERS: dict[str, Callable[[str, str], float]] = {
+    "normal": lambda root, preset: _in_process(root, preset, None),
+    "exception": lambda root, preset: _in_process(root, preset, _raise),
+    "sigkill-owner": lambda root, preset: _owner_killed(root, preset, signal.SIGKILL),
+    "sigterm-owner": lambda root, preset: _owner_killed(root, preset, signal.SIGTERM),
+    "kill-driver": lambda root, preset: _in_process(root, preset, _kill_driver),
+    "kill-browser": lambda root, preset: _in_process(root, preset, _kill_browser),
+    "freeze-browser": lambda root, preset: _in_process(root, preset, _freeze_browser, cleanup_timeout=5),
+    "concurrent": _concurrent,
+}
+#: The scenarios, in the order a run cycles through them.
+SCENARIOS = tuple(_RUNNERS)
+
+
+def _check_scenario(name: str) -> None:
+    if name not in _RUNNERS:
+        raise ValueError(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
+
+
 def run_scenario(name: str, run_root: str, preset: str = "minimal") -> float:
     """Run one scenario; return its teardown time in seconds."""
-    if name == "normal":
-        return _in_process(run_root, preset, None)
-    if name == "exception":
-        return _in_process(run_root, preset, _raise)
-    if name == "kill-driver":
-        return _in_process(run_root, preset, _kill_driver)
-    if name == "kill-browser":
-        return _in_process(run_root, preset, _kill_browser)
-    if name == "freeze-browser":
-        return _in_process(run_root, preset, _freeze_browser, cleanup_timeout=5)
-    if name == "sigkill-owner":
-        return _owner_killed(run_root, preset, signal.SIGKILL)
-    if name == "sigterm-owner":
-        return _owner_killed(run_root, preset, signal.SIGTERM)
-    if name == "concurrent":
-        return _concurrent(run_root, preset)
-    raise ValueError(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
+    _check_scenario(name)
+    return _RUNNERS[name](run_root, preset)
+
+
+def _kill(procs: list[psutil.Process]) -> None:
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+
+
+def _num_fds(me: psutil.Process) -> int:
+    return me.num_fds() if hasattr(me, "num_fds") else 0
 
 
 def run_stress(
@@ -332,12 +320,10 @@ def run_stress(
 ) -> StressResult:
     """Run ``iterations`` rounds, cycling through ``scenarios``."""
     for name in scenarios:
-        if name not in SCENARIOS:
-            raise ValueError(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
+        _check_scenario(name)
     # Short on purpose: Chrome's socket path under it must fit 107 bytes.
     run_root = tempfile.mkdtemp(prefix=RUN_DIR_PREFIX, dir=temp_dir)
     me = psutil.Process()
-    baseline = me.num_fds() if hasattr(me, "num_fds") else 0
     results: list[IterationResult] = []
     try:
         for i in range(iterations):
@@ -357,16 +343,12 @@ def run_stress(
                 leaked_processes=[p.pid for p in leaked],
                 leaked_dirs=dirs,
                 zombies=_zombie_children(),
-                fds=me.num_fds() if hasattr(me, "num_fds") else 0,
+                fds=_num_fds(me),
                 chrome_processes=count,
                 chrome_rss_bytes=rss,
                 error=error,
             )
-            for p in leaked:  # recorded as a leak; now gone, so the next round starts clean
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
+            _kill(leaked)  # recorded as a leak; now gone, so the next round starts clean
             psutil.wait_procs(leaked, timeout=5)
             for d in dirs:
                 shutil.rmtree(d, ignore_errors=True)
@@ -374,13 +356,9 @@ def run_stress(
             if on_iteration is not None:
                 on_iteration(res)
     finally:
-        for p in processes_marked(run_root):
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
+        _kill(processes_marked(run_root))
         shutil.rmtree(run_root, ignore_errors=True)
-    return StressResult(results, baseline)
+    return StressResult(results)
 
 
 def plot(result: StressResult, path: str) -> None:

@@ -23,6 +23,7 @@ from typing import Iterable
 import psutil
 
 from embassy_cleanup import _platform
+from embassy_cleanup._clock import Clock
 
 # Short on purpose: Chrome's singleton socket path under it must fit 107 bytes.
 RUN_ROOT = tempfile.mkdtemp(prefix="embassy-t-")
@@ -270,6 +271,30 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool
         if value or time.monotonic() >= end:
             return bool(value)
         time.sleep(interval)
+
+
+class FakeClock(Clock):
+    """A clock that moves only when told: ``sleep()`` advances it at once, as
+    trio's ``MockClock(autojump_threshold=0)`` does.  Hand it to
+    ``run_teardown(..., clock=)`` or ``Budget(..., clock=)`` and budget logic
+    runs in microseconds, the same under any load.  ``sleeps`` lists every
+    sleep asked for, in order."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.t = start
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass (what a stage "spends" without sleeping)."""
+        if seconds > 0:
+            self.t += seconds
 
 
 def pid_running(pid: int, create_time: float | None = None) -> bool:

@@ -153,84 +153,37 @@ from ._types import (  # noqa: E402
 
 if sys.platform.startswith("linux"):
     PLATFORM = "linux"
-    from ._linux import (  # noqa: E402
-        HAVE_PGREP,
-        HAVE_PIDFD,
-        HAVE_PROCESS_GROUPS,
-        UNIX_SOCKET_PATH_MAX,
-        can_use_chrome_sandbox,
-        create_time_offset,
-        dev_shm_too_small,
-        is_running,
-        kill_group,
-        listening_ports,
-        lock_file,
-        new_session_popen_kw,
-        os_find_by_marker,
-        os_kill_pids,
-        process_group_of,
-        process_table,
-        reap_child,
-        running_as_init,
-        same_user,
-        signal_process,
-        unix_socket_paths,
-        unlock_file,
-        wait_gone,
-    )
+    from . import _linux as _backend
 elif os.name == "posix":
     PLATFORM = "posix"
-    from ._posix import (  # noqa: E402
-        HAVE_PGREP,
-        HAVE_PIDFD,
-        HAVE_PROCESS_GROUPS,
-        UNIX_SOCKET_PATH_MAX,
-        can_use_chrome_sandbox,
-        create_time_offset,
-        dev_shm_too_small,
-        is_running,
-        kill_group,
-        listening_ports,
-        lock_file,
-        new_session_popen_kw,
-        os_find_by_marker,
-        os_kill_pids,
-        process_group_of,
-        process_table,
-        reap_child,
-        running_as_init,
-        same_user,
-        signal_process,
-        unix_socket_paths,
-        unlock_file,
-        wait_gone,
-    )
+    from . import _posix as _backend
 elif sys.platform == "win32":
     PLATFORM = "windows"
-    from ._windows import (  # noqa: E402
-        HAVE_PGREP,
-        HAVE_PIDFD,
-        HAVE_PROCESS_GROUPS,
-        UNIX_SOCKET_PATH_MAX,
-        can_use_chrome_sandbox,
-        create_time_offset,
-        dev_shm_too_small,
-        is_running,
-        kill_group,
-        listening_ports,
-        lock_file,
-        new_session_popen_kw,
-        os_find_by_marker,
-        os_kill_pids,
-        process_group_of,
-        process_table,
-        reap_child,
-        running_as_init,
-        same_user,
-        signal_process,
-        unix_socket_paths,
-        unlock_file,
-        wait_gone,
-    )
+    from . import _windows as _backend
 else:  # pragma: no cover
     raise NotImplementedError(f"embassy_cleanup does not support platform {sys.platform!r}")
+
+# The backend's implementation of each documented name, chosen once.
+HAVE_PGREP = _backend.HAVE_PGREP
+HAVE_PIDFD = _backend.HAVE_PIDFD
+HAVE_PROCESS_GROUPS = _backend.HAVE_PROCESS_GROUPS
+UNIX_SOCKET_PATH_MAX = _backend.UNIX_SOCKET_PATH_MAX
+can_use_chrome_sandbox = _backend.can_use_chrome_sandbox
+create_time_offset = _backend.create_time_offset
+dev_shm_too_small = _backend.dev_shm_too_small
+is_running = _backend.is_running
+kill_group = _backend.kill_group
+listening_ports = _backend.listening_ports
+lock_file = _backend.lock_file
+new_session_popen_kw = _backend.new_session_popen_kw
+os_find_by_marker = _backend.os_find_by_marker
+os_kill_pids = _backend.os_kill_pids
+process_group_of = _backend.process_group_of
+process_table = _backend.process_table
+reap_child = _backend.reap_child
+running_as_init = _backend.running_as_init
+same_user = _backend.same_user
+signal_process = _backend.signal_process
+unix_socket_paths = _backend.unix_socket_paths
+unlock_file = _backend.unlock_file
+wait_gone = _backend.wait_gone

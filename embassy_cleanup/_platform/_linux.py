@@ -16,6 +16,8 @@ import stat
 import time
 from typing import Iterable, Sequence
 
+import psutil
+
 from ._posix import (
     HAVE_PGREP,
     HAVE_PROCESS_GROUPS,
@@ -98,8 +100,6 @@ def _boot_time() -> float:
         except OSError:
             pass
         if _BOOT_TIME is None:
-            import psutil
-
             _BOOT_TIME = psutil.boot_time()
     return _BOOT_TIME
 

@@ -13,7 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import psutil
 
@@ -36,34 +36,29 @@ def _identity_matches(pid: int, create_time: float) -> bool | None:
     return None if found is Identity.GONE else found is Identity.MATCH
 
 
-def signal_process(pid: int, create_time: float, force: bool) -> SignalResult:
+def _send_checked(pid: int, create_time: float, send: Callable[[], None]) -> SignalResult:
+    """``send()`` (a signal to ``pid`` or its group) if ``pid`` is still the
+    process born at ``create_time``."""
     match = _identity_matches(pid, create_time)
     if match is None:
         return SignalResult.GONE
     if not match:
         return SignalResult.REUSED
     try:
-        os.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
-    except ProcessLookupError:  # exited between check and kill (bpo-40550)
+        send()
+    except ProcessLookupError:  # exited between check and kill (bpo-40550); or an empty group
         return SignalResult.GONE
     except PermissionError:
         return SignalResult.DENIED
     return SignalResult.SENT
+
+
+def signal_process(pid: int, create_time: float, force: bool) -> SignalResult:
+    return _send_checked(pid, create_time, lambda: os.kill(pid, signal.SIGKILL if force else signal.SIGTERM))
 
 
 def kill_group(pid: int, create_time: float) -> SignalResult:
-    match = _identity_matches(pid, create_time)
-    if match is None:
-        return SignalResult.GONE
-    if not match:
-        return SignalResult.REUSED
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:  # the leader is not a group leader, or the group is empty
-        return SignalResult.GONE
-    except PermissionError:
-        return SignalResult.DENIED
-    return SignalResult.SENT
+    return _send_checked(pid, create_time, lambda: os.killpg(pid, signal.SIGKILL))
 
 
 def is_running(pid: int, create_time: float) -> bool:
@@ -106,15 +101,9 @@ def process_table() -> list[ProcRow]:
         info = proc.info
         if info["create_time"] is None:
             continue
+        zombie = info["status"] == psutil.STATUS_ZOMBIE
         rows.append(
-            ProcRow(
-                proc.pid,
-                info["ppid"] or 0,
-                None,
-                info["create_time"],
-                info["name"] or "?",
-                info["status"] == psutil.STATUS_ZOMBIE,
-            )
+            ProcRow(proc.pid, info["ppid"] or 0, None, info["create_time"], info["name"] or "?", zombie)
         )
     return rows
 

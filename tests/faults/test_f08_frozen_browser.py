@@ -15,9 +15,11 @@ from tests.faults import _fault_helpers as fh
 pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("bystander")]
 
 CLEANUP_TIMEOUT = 5.0
-#: Slack for the bound check: process start-up of pgrep, scheduling on a
-#: loaded 2-core machine.
-SLACK_S = 1.0
+#: Generous on purpose: this is real Chrome in real time on a shared 2-core
+#: machine.  A quit() into the frozen browser would hang about 70 s, so the
+#: bound still fails on a hang; the figure itself is measured in bench/
+#: (``frozen``), not asserted here.
+SLACK_S = 10.0
 
 
 def _stopped(proc: psutil.Process) -> bool:

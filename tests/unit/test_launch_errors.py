@@ -65,17 +65,3 @@ def test_run_bounded_should_return_the_result_and_reraise_the_error_in_time():
     with pytest.raises(ValueError, match="from the worker"):
         run_bounded(fails, Budget(10), "test-fails")
 
-
-def test_deadline_should_count_from_the_given_start_on_its_clock():
-    from embassy_cleanup._clock import Budget, Clock
-
-    now = [100.0]
-
-    class Fake(Clock):
-        def now(self) -> float:
-            return now[0]
-
-    d = Budget(5, Fake(), start=98.0)
-    assert d.remaining() == 3.0 and not d.expired()
-    now[0] = 103.0
-    assert d.remaining() == 0.0 and d.expired() and d.elapsed() == 5.0

@@ -3,6 +3,7 @@ resolution, session-root and flag rules.  Nothing here starts Chrome."""
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import shutil
@@ -67,7 +68,7 @@ def test_constructor_should_reject_a_nan_cleanup_timeout():
     with pytest.raises(ConfigError) as info:
         ChromeUltraAggressiveCleanup(cleanup_timeout=float("nan"))
 
-    assert info.value.option == "cleanup_timeout"
+    assert info.value.option == "cleanup_timeout" and math.isnan(info.value.value)
     assert "cleanup_timeout" in str(info.value) and "nan" in str(info.value)
 
 
@@ -87,7 +88,7 @@ def test_constructor_should_reject_a_temp_root_that_is_a_file(tmp_path):
     with pytest.raises(ConfigError) as info:
         ChromeUltraAggressiveCleanup(temp_root=a_file)  # os.PathLike is accepted as a path
 
-    assert info.value.option == "temp_root"
+    assert info.value.option == "temp_root" and info.value.value == str(a_file)
     assert "temp_root" in str(info.value) and str(a_file) in str(info.value)
 
 
@@ -232,11 +233,13 @@ def test_resolve_binary_should_name_a_missing_binary_and_its_source(tmp_path, mo
     missing = str(tmp_path / "chromium")
     with pytest.raises(DriverNotFoundError) as info:
         _launcher.resolve_binary(missing)
+    assert info.value.tried == (("binary=", "missing"),)
     assert "binary=" in str(info.value) and missing in str(info.value)
 
     monkeypatch.setenv(_launcher.BINARY_ENV, missing)
     with pytest.raises(DriverNotFoundError) as info:
         _launcher.resolve_binary(None)
+    assert info.value.tried == (("$CHROME_BINARY", "missing"),)
     assert "$CHROME_BINARY" in str(info.value) and missing in str(info.value)
 
 
