@@ -37,7 +37,8 @@ descendants started since adopt: tabs are opened, at most 5, until one is).
 ``--signal-handlers`` calls ``install_signal_handlers()``; ``--app-handler``
 first installs an application SIGTERM handler that prints what it sees
 (``{"app_handler": signum, "closed": [...], "ok": [...], "roots_exist": [...]}``)
-and exits with status ``APP_HANDLER_EXIT``.
+and exits with status ``APP_HANDLER_EXIT``; ``--ignore-sighup`` first sets
+SIGHUP to ``SIG_IGN`` (as ``nohup`` does).
 """
 
 from __future__ import annotations
@@ -366,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--thread", action="store_true", help="start the sessions in a worker thread")
     parser.add_argument("--signal-handlers", action="store_true")
     parser.add_argument("--app-handler", action="store_true")
+    parser.add_argument("--ignore-sighup", action="store_true")
     parser.add_argument("--adopt", default=None, metavar="DIR", help="adopt a plain webdriver.Chrome()")
     parser.add_argument("--user-data-dir", default=None, help="with --adopt: a chosen profile dir")
     args = parser.parse_args(argv)
@@ -380,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     owner = Owner(args)
     if args.app_handler:
         signal.signal(signal.SIGTERM, owner.app_handler)
+    if args.ignore_sighup:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if args.signal_handlers:
         install_signal_handlers()
 

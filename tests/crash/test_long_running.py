@@ -165,3 +165,19 @@ def test_installed_handlers_call_the_applications_previous_handler_after_teardow
     assert seen == {"app_handler": signal.SIGTERM, "closed": [True], "ok": [True], "roots_exist": [False]}
     assert owner.wait(30) == 7, "the application's handler decides how the owner ends"
     assert crash.gone({session["root"]: snap}), crash.leftovers({session["root"]: snap})
+
+
+def test_installed_handlers_tear_down_and_leave_an_ignored_signal_ignored(crash):
+    """An application started under nohup ignores SIGHUP: the handler tears its
+    sessions down, and the process runs on, as it chose."""
+    owner = crash.spawn(watchdog=False, extra=["--ignore-sighup", "--signal-handlers"])
+    (session,) = owner.sessions
+    snap = crash.snapshot(session)
+
+    owner.kill(signal.SIGHUP)
+    assert h.wait_until(lambda: crash.gone({session["root"]: snap}), timeout=30), crash.leftovers(
+        {session["root"]: snap}
+    )
+    assert owner.cmd("info")["sessions"], "the owner no longer answers after an ignored SIGHUP"
+    owner.send("exit")
+    assert owner.wait(30) == 0
