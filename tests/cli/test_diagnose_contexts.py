@@ -4,19 +4,23 @@ contexts' dirs in its session root (``<root>/contexts/<id>``), in the text
 table and in the JSON (``sessions[].contexts``).
 
 The pool runs in this test's process (its owner is alive: the session is
-``live``); ``diagnose`` runs as the real entry point, scoped to the pool's
-dir.  A browser-mode session shows ``contexts`` null.
+``live``), or in an owner that is SIGKILLed without a watchdog (the session is
+orphaned, its dir stale, and its contexts listed as they were); ``diagnose``
+runs as the real entry point, scoped to the pool's dir.  A browser-mode
+session shows ``contexts`` null.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 
 import pytest
 
 from embassy_cleanup import ChromePool
 from embassy_cleanup._inventory import CONTEXTS_DIR
+from tests import _helpers as h
 from tests.cli import diagnose, run_cli
 
 pytestmark = pytest.mark.chrome
@@ -83,3 +87,24 @@ def test_diagnose_should_show_no_contexts_for_a_browser_mode_session(tdir):
             text = run_cli("diagnose", "--temp-dir", tdir, "--no-memory", "--no-tree")
             (row,) = [line for line in text.stdout.splitlines() if browser.session_id in line]
             assert re.search(r"\blive\s+\d+\s+-\s+" + re.escape(browser.root) + "$", row), row
+
+
+def test_diagnose_should_show_the_contexts_a_sigkilled_owner_left_open(crash, tdir):
+    # watchdog=False: nothing cleans up after the owner, as after a reboot
+    owner = crash.spawn(sessions=2, extra=["--contexts"], watchdog=False, temp_root=tdir, name="ctx")
+    (browser,) = owner.sessions
+    assert len(browser["contexts"]) == 2
+    owner.kill(signal.SIGKILL)
+    assert owner.wait(10) == -signal.SIGKILL
+
+    data = diagnose(tdir, expect=1)
+    entry = _session(data, browser["sid"])
+    assert entry["owner_alive"] is False
+    assert entry["contexts"] == browser["contexts"]
+    assert browser["root"] in [d["path"] for d in data["stale_dirs"]]
+
+    # clean tears the orphaned browser down, its lanes and contexts' dirs with it
+    out = run_cli("clean", "--temp-dir", tdir)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert not os.path.lexists(browser["root"])
+    assert not h.processes_under(browser["root"])
