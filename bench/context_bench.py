@@ -345,7 +345,14 @@ def render_contexts(res: dict[str, Any]) -> list[str]:
         "`--context-jobs` sets it). One job loads a page from a local `http.server` and reads its title.",
         "Playwright for Python runs on the same `/usr/bin/chromium` (`executable_path`, no browser",
         "download), with `new_context()` + `new_page()` per job, closed after it. Each pool is warmed",
-        "first (its browsers started, not counted).",
+        "first (its browsers started, not counted)."
+        + (
+            " Load average (1, 5, 15 min) at the end of this section: "
+            + ", ".join(f"{x:.1f}" for x in res["load_at_end"])
+            + "; compare figures within one run."
+            if res.get("load_at_end")
+            else ""
+        ),
         "",
         "| jobs/s | 1 job at a time | 4 concurrent jobs |",
         "|---|---|---|",
