@@ -4,8 +4,10 @@ Every comparison is interleaved (plain, ours, plain, ours ...) with the same
 Chrome flags, and reported as median, p95 and the ratio ours/plain.  Writes
 the raw figures as JSON and a Markdown report (docs/benchmarks.md).
 
-    python bench/run.py                 # full run (~10 min on 2 cores)
+    python bench/run.py                 # full run (~15 min on 2 cores)
     python bench/run.py --smoke         # one iteration of everything (the test suite runs this)
+    python bench/run.py --context-jobs 4   # fewer jobs per figure in the contexts section
+    python bench/run.py --only lifecycle,contexts   # some sections; writes only the JSON
 
 Plain Selenium sessions get TMPDIR pointed into the bench's own dir (so
 Chromium's litter lands there) and are cleaned up by the harness by recorded
@@ -38,6 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)  # pool_bench, also when this file is loaded as a module (tests)
 
+from context_bench import bench_contexts, render_contexts  # noqa: E402
 from launch_bench import bench_launch_failure, render_launch  # noqa: E402
 from pool_bench import bench_pool, render_pool  # noqa: E402
 
@@ -146,11 +149,14 @@ def page_ok(driver: Any, which: str) -> bool:
 class Plain:
     """A plain webdriver.Chrome() session with the same flags as ours."""
 
-    def __init__(self, bench_root: str, preset: str) -> None:
+    def __init__(self, bench_root: str, preset: str, new_group: bool = False) -> None:
+        """``new_group``: chromedriver starts in a process group of its own
+        (``start_new_session``), and the browser it launches inherits it:
+        the physical floor's tree (see :func:`floor_kill`)."""
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
-        self.dir = tempfile.mkdtemp(prefix="p-", dir=bench_root)
+        self.dir = tempfile.mkdtemp(prefix="f-" if new_group else "p-", dir=bench_root)
         opts = webdriver.ChromeOptions()
         for arg in chrome_arguments(validate(preset=preset), os.path.join(self.dir, "profile")):
             opts.add_argument(arg)
@@ -158,7 +164,8 @@ class Plain:
         if binary:
             opts.binary_location = binary
         env = dict(os.environ, TMPDIR=self.dir, XDG_CONFIG_HOME=os.path.join(self.dir, "config"))
-        self.service = Service(resolve_driver(None)[0], env=env)
+        popen_kw = {"start_new_session": True} if new_group else {}
+        self.service = Service(resolve_driver(None)[0], env=env, popen_kw=popen_kw)
         self.driver = webdriver.Chrome(service=self.service, options=opts)
         self.procs = self.tree()
 
@@ -195,6 +202,61 @@ class Plain:
                 pass
         psutil.wait_procs(left, timeout=5)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@dataclass
+class FloorRun:
+    """One floor measurement, in seconds from the SIGKILL."""
+
+    group_gone_s: float  # chromedriver reaped, every process of the group ended
+    all_gone_s: float  # every process of the tree ended, those outside the group too
+    removed_s: float  # and the dir removed: the floor
+    outside: list[str]  # names of the tree's processes outside the group
+
+
+def floor_kill(floor: Plain) -> FloorRun:
+    """The physical floor of a teardown: one SIGKILL of the process group
+    that holds the whole tree (chromedriver, started in a group of its own,
+    and the browser it launched), the leader reaped, every process gone,
+    then the dir (profile, and the TMPDIR Chromium's litter lands in)
+    removed.  No WebDriver call, no scan, no verification: what the kernel
+    and the file system cost.  Processes of the tree outside the group (the
+    kill does not reach them) end on their own once the browser is gone; the
+    floor waits for them too."""
+    pgid = floor.service.process.pid
+    outside: list[str] = []
+    group: list[psutil.Process] = []
+    for p in floor.procs:
+        try:
+            if os.getpgid(p.pid) != pgid:
+                outside.append(p.name())
+            else:
+                group.append(p)
+        except (OSError, psutil.Error):
+            continue
+
+    def running(procs: list[psutil.Process]) -> bool:
+        for p in procs:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    return True
+            except psutil.Error:
+                continue
+        return False
+
+    t0 = time.perf_counter()
+    os.killpg(pgid, signal.SIGKILL)
+    floor.service.process.wait()
+    while running(group) and time.perf_counter() - t0 < 30:
+        time.sleep(0.001)
+    group_gone = time.perf_counter() - t0
+    while running(floor.procs) and time.perf_counter() - t0 < 30:
+        time.sleep(0.001)
+    all_gone = time.perf_counter() - t0
+    shutil.rmtree(floor.dir)
+    removed = time.perf_counter() - t0
+    floor.driver.command_executor.close()  # the client's idle HTTP connections; nothing is sent
+    return FloorRun(group_gone, all_gone, removed, outside)
 
 
 def tree_memory(procs: list[psutil.Process]) -> tuple[int, int, int]:
@@ -240,7 +302,8 @@ def ratio(ours: dict[str, float], plain: dict[str, float]) -> float | None:
 
 # -- the benchmarks -----------------------------------------------------------
 def bench_lifecycle(runs: int, root: str, log: Callable[[str], None]) -> dict[str, Any]:
-    """Start-up and teardown, interleaved: plain, ours graceful, ours fast."""
+    """Start-up and teardown, interleaved: plain, ours graceful, ours fast,
+    and the physical floor (:func:`floor_kill`) of an identical tree."""
     t: dict[str, list[float]] = {
         k: []
         for k in (
@@ -250,8 +313,12 @@ def bench_lifecycle(runs: int, root: str, log: Callable[[str], None]) -> dict[st
             "plain_quit_gone",
             "ours_graceful_clean",
             "ours_fast_clean",
+            "floor_kill_gone",
+            "floor_group_gone",
+            "floor_all_gone",
         )
     }
+    floor_outside: dict[str, int] = {}
     plain_left_dirs = 0
     stage_ms: dict[str, dict[str, list[float]]] = {"ours_graceful_clean": {}, "ours_fast_clean": {}}
     for i in range(runs):
@@ -285,9 +352,23 @@ def bench_lifecycle(runs: int, root: str, log: Callable[[str], None]) -> dict[st
                 stage_ms[key].setdefault(name, []).append(ms)
             if not report.ok:
                 log(f"  ours left {report.leftovers}")
+
+        floor = Plain(root, "balanced", new_group=True)
+        try:
+            floor.driver.get("data:text/html,<title>x</title>")
+            floor.procs = floor.tree()  # the whole tree, as it runs the page
+            run = floor_kill(floor)
+            t["floor_kill_gone"].append(run.removed_s)
+            t["floor_group_gone"].append(run.group_gone_s)
+            t["floor_all_gone"].append(run.all_gone_s)
+            for name in run.outside:
+                floor_outside[name] = floor_outside.get(name, 0) + 1
+        finally:
+            floor.dispose()
         log(f"  lifecycle {i + 1}/{runs}")
     out = {k: stats(v) for k, v in t.items()}
     out["plain_profile_dirs_left_after_quit"] = plain_left_dirs
+    out["floor_processes_outside_the_group"] = floor_outside
     out["ours_fast_stages_ms"] = {k: statistics.median(v) for k, v in stage_ms["ours_fast_clean"].items()}
     out["ours_graceful_stages_ms"] = {
         k: statistics.median(v) for k, v in stage_ms["ours_graceful_clean"].items()
@@ -299,6 +380,10 @@ def bench_lifecycle(runs: int, root: str, log: Callable[[str], None]) -> dict[st
         "fast_clean_vs_plain_quit_gone": ratio(out["ours_fast_clean"], out["plain_quit_gone"]),
         "graceful_clean_vs_plain_quit_return": ratio(out["ours_graceful_clean"], out["plain_quit_return"]),
         "graceful_clean_vs_plain_quit_gone": ratio(out["ours_graceful_clean"], out["plain_quit_gone"]),
+        "fast_clean_vs_floor": ratio(out["ours_fast_clean"], out["floor_kill_gone"]),
+        "graceful_clean_vs_floor": ratio(out["ours_graceful_clean"], out["floor_kill_gone"]),
+        "plain_quit_return_vs_floor": ratio(out["plain_quit_return"], out["floor_kill_gone"]),
+        "plain_quit_gone_vs_floor": ratio(out["plain_quit_gone"], out["floor_kill_gone"]),
     }
     return out
 
@@ -468,6 +553,8 @@ class Context:
     root: str
     log: Callable[[str], None]
     smoke: bool
+    #: Jobs per figure of the contexts section (bench/context_bench.py).
+    context_jobs: int = 12
 
 
 def _footprint_section(ctx: Context) -> dict[str, Any]:
@@ -490,6 +577,7 @@ SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "footprint": _footprint_section,
     "scale": lambda ctx: bench_scale(ctx.root, 50 if ctx.smoke else 2000, 10 if ctx.smoke else 500),
     "pool": _pool_section,
+    "contexts": lambda ctx: bench_contexts(ctx.context_jobs, ctx.root, ctx.log),
     "launch_failure": lambda ctx: bench_launch_failure(max(1, ctx.runs // 4), ctx.root, ctx.smoke, ctx.log),
 }
 
@@ -505,6 +593,61 @@ def _load(load: Any) -> str:
 
 def _x(r: float | None) -> str:
     return "-" if r is None else f"{r:.2f}x"
+
+
+def render_floor(lc: dict[str, Any]) -> list[str]:
+    """The teardown table against its physical floor (issue 15)."""
+    floor = lc.get("floor_kill_gone", {})
+    if not floor.get("n"):
+        return []
+    r = lc["ratios"]
+    outside: dict[str, int] = lc.get("floor_processes_outside_the_group", {})
+    return [
+        "### Against the physical floor",
+        "",
+        "The floor is an identical tree (chromedriver started by hand in a process group of its own, the",
+        "browser it launched with the same flags, the same page loaded), ended by one `killpg(SIGKILL)`:",
+        "timed until chromedriver is reaped, every process of the tree has ended and the dir (profile and",
+        "`TMPDIR`) is removed. No WebDriver call, no scan, no verification: the cost of the kernel ending a",
+        "dozen processes and of the file system. Measured in the same runs, interleaved with the rows above.",
+        "",
+        "| teardown | median (p95) | ratio to the floor |",
+        "|---|---|---|",
+        f"| physical floor: one SIGKILL of the group, to gone and dir removed | {_ms(floor)} | 1.00x |",
+        f"| of which: the group's processes ended (chromedriver reaped) | {_ms(lc.get('floor_group_gone', {}))} "
+        "| |",
+        f"| of which: every process of the tree ended | {_ms(lc.get('floor_all_gone', {}))} | |",
+        f"| embassy_cleanup fast mode (graceful=False), to verified clean | {_ms(lc['ours_fast_clean'])} | "
+        f"{_x(r.get('fast_clean_vs_floor'))} |",
+        f"| embassy_cleanup graceful, to verified clean | {_ms(lc['ours_graceful_clean'])} | "
+        f"{_x(r.get('graceful_clean_vs_floor'))} |",
+        f"| plain `quit()` returning (profile dir left) | {_ms(lc['plain_quit_return'])} | "
+        f"{_x(r.get('plain_quit_return_vs_floor'))} |",
+        f"| plain `quit()`, until every process is gone (profile dir left) | {_ms(lc['plain_quit_gone'])} | "
+        f"{_x(r.get('plain_quit_gone_vs_floor'))} |",
+        "",
+        "The browser and its helpers inherit chromedriver's process group."
+        + (
+            " Outside it, over "
+            + f"{floor['n']} runs: "
+            + ", ".join(f"{n} x {name}" for name, n in sorted(outside.items()))
+            + "."
+            if outside
+            else " Nothing of the tree ran outside it."
+        ),
+        *(
+            [
+                "Chromium's crash handlers daemonize into sessions of their own: the SIGKILL of the group does",
+                "not reach them, they exit on their own once the browser is gone, and the floor waits for them",
+                "too (the fast mode signals them itself, as every process of its session it finds).",
+            ]
+            if outside
+            else []
+        ),
+        "The floor removes the dir only once the last process has ended; the fast mode removes it while",
+        "the kernel is still ending the tree (and checks it again after), so it overlaps the two parts.",
+        "",
+    ]
 
 
 def render_markdown(res: dict[str, Any]) -> str:
@@ -547,6 +690,7 @@ def render_markdown(res: dict[str, Any]) -> str:
         f"Plain `quit()` left its profile dir behind in {lc['plain_profile_dirs_left_after_quit']} of "
         f"{lc['plain_start']['n']} runs; ours removed it and verified in every run.",
         "",
+        *render_floor(lc),
         "## Footprint per preset",
         "",
         "Process count and tree memory of one session after loading a static page and a heavier local page",
@@ -627,6 +771,16 @@ def render_markdown(res: dict[str, Any]) -> str:
             + ". The tree-kill stage is mostly the kernel ending a dozen processes (the browser process,",
             "with ~36 threads, exits last), and it grows with CPU load.",
         ]
+    if r.get("fast_clean_vs_floor") is not None:
+        floor_ms = lc["floor_kill_gone"]["median"] * 1000
+        fast_ms = lc["ours_fast_clean"]["median"] * 1000
+        lines += [
+            f"Against the physical floor ({floor_ms:.0f} ms: one SIGKILL of an identical tree's group, to gone",
+            f"and removed) the fast mode takes {_x(r['fast_clean_vs_floor'])} ({fast_ms - floor_ms:+.0f} ms): "
+            "that difference is the",
+            "library's own work (scans, signals one by one, verification); the floor itself is the kernel and",
+            f"the file system, and plain `quit()` returning is {_x(r.get('plain_quit_return_vs_floor'))} of it.",
+        ]
     graceful_stages = lc.get("ours_graceful_stages_ms", {})
     if graceful_stages:
         lines += [
@@ -682,8 +836,29 @@ def render_markdown(res: dict[str, Any]) -> str:
         "",
     ]
     lines += render_pool(res.get("pool", {}))
+    lines += render_contexts(res.get("contexts", {}))
     lines += render_launch(res.get("launch_failure", {}))
     return "\n".join(lines)
+
+
+#: The part of docs/benchmarks.md after this line holds figures measured apart,
+#: by scripts of their own (bench/pending_close.py, bench/frozen_threads.py);
+#: a run keeps it as it is.
+KEEP_MARKER = "<!-- Below: figures measured apart by their own scripts; bench/run.py keeps this part. -->"
+
+
+def write_markdown(path: str, text: str) -> None:
+    """Write the report to ``path``, keeping what follows :data:`KEEP_MARKER` in the old one."""
+    kept = ""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            old = fh.read()
+        if KEEP_MARKER in old:
+            kept = KEEP_MARKER + old.split(KEEP_MARKER, 1)[1]
+    except OSError:
+        pass
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text.rstrip("\n") + "\n\n" + kept if kept else text)
 
 
 def _version(cmd: list[str]) -> str:
@@ -697,6 +872,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--smoke", action="store_true", help="one iteration of everything, small scale")
+    ap.add_argument(
+        "--context-jobs",
+        type=int,
+        default=12,
+        metavar="N",
+        help="jobs per figure in the contexts section (default 12, 2 with --smoke)",
+    )
     ap.add_argument("--md", default=os.path.join(os.path.dirname(HERE), "docs", "benchmarks.md"))
     ap.add_argument(
         "--json", help="raw figures (default: bench/results/latest.json, or partial.json with --only)"
@@ -711,10 +893,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         with open(args.render, encoding="utf-8") as fh:
             saved = json.load(fh)
-        with open(args.md, "w", encoding="utf-8") as fh:
-            fh.write(render_markdown(saved))
+        write_markdown(args.md, render_markdown(saved))
         return 0
     runs = 1 if args.smoke else args.runs
+    context_jobs = 2 if args.smoke else args.context_jobs
+    if context_jobs < 1:
+        ap.error(f"--context-jobs must be >= 1, got {context_jobs}")
     only = [x.strip() for x in args.only.split(",")] if args.only else []
     unknown = [x for x in only if x not in SECTIONS]
     if unknown:
@@ -740,7 +924,7 @@ def main(argv: list[str] | None = None) -> int:
                 "python": platform.python_version(),
             },
         }
-        ctx = Context(runs=runs, root=root, log=log, smoke=args.smoke)
+        ctx = Context(runs=runs, root=root, log=log, smoke=args.smoke, context_jobs=context_jobs)
         for name, section in SECTIONS.items():
             if only and name not in only:
                 continue
@@ -755,8 +939,7 @@ def main(argv: list[str] | None = None) -> int:
     if only:  # a partial run does not overwrite the report
         log(f"wrote {json_path}")
         return 0
-    with open(args.md, "w", encoding="utf-8") as fh:
-        fh.write(render_markdown(res))
+    write_markdown(args.md, render_markdown(res))
     log(f"wrote {args.md} and {json_path}")
     return 0
 

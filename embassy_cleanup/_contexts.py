@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import psutil
 
 from ._clock import call_with_deadline
+from ._inventory import CONTEXTS_DIR
 from ._lifecycle import Lifecycle
 from ._ownership import OwnedProcess, ProcessTracker
 from ._report import CleanupReport, Leftover, Stage
@@ -360,7 +361,9 @@ class BrowserContext:
         self.context_id = secrets.token_hex(6)
         lane = host.take_lane()
         root = host.session.root
-        downloads = os.path.join(root, "contexts", self.context_id) if root is not None else None
+        # The download dir is also the record that the context is open: the
+        # profile stage removes it, and ``diagnose`` lists what is there.
+        downloads = os.path.join(root, CONTEXTS_DIR, self.context_id) if root is not None else None
         target = ContextTarget(
             self.context_id,
             ProcessTracker("", "", born_after=float("inf")),  # only what the host ascribes to it

@@ -12,6 +12,11 @@ markers, never by its name:
 ``foreign``  carries no marker of ours: started by someone else;
 ``zombie``   exited, not yet reaped (listed with its parent).
 
+A pooled browser in context mode (``ChromePool(isolation="context")``) shows
+its open browser contexts: each has its download dir ``<root>/contexts/<id>``
+from its creation until its teardown's profile stage removes it, so the dirs
+there are the contexts open now (or, in a stale dir, open when the owner died).
+
 Stale dirs are our session roots whose owner is dead: a leak.  Litter is
 Chromium's own dirs in the temp dir (``org.chromium.Chromium.*``,
 ``.org.chromium.*``, ``.com.google.Chrome.*``, ``scoped_dir*``) that no live
@@ -37,10 +42,17 @@ from . import _platform, _records
 from ._ownership import ENV_MARKER, OWNER_MARKER, ROOT_PREFIX, is_chrome_family, marked_owner_alive
 
 #: The JSON schema version of :meth:`Inventory.to_dict` (2: Chromium's litter
-#: moved from ``stale_dirs`` to ``litter``, and ``strict`` was added).
+#: moved from ``stale_dirs`` to ``litter``, and ``strict`` was added; a
+#: session's ``contexts`` was added later without a new version: an added key
+#: breaks no reader).
 SCHEMA_VERSION = 2
+#: The dir in a session root that holds one dir per open browser context
+#: (``ChromePool(isolation="context")``): the context's download dir, named by
+#: its 12-hex-digit id.
+CONTEXTS_DIR = "contexts"
 
 _SID_IN_PATH = re.compile(re.escape(ROOT_PREFIX) + r"([0-9a-f]{12})")
+_CONTEXT_ID = re.compile(r"^[0-9a-f]{12}$")
 _CHROMIUM_LITTER = re.compile(r"^(\.?org\.chromium\.Chromium\.|\.com\.google\.Chrome\.|scoped_dir)")
 
 
@@ -83,6 +95,9 @@ class SessionInfo:
     owner_pid: int | None
     owner_alive: bool
     pids: list[int] = field(default_factory=list)
+    #: The open browser contexts' ids (see :func:`open_contexts`); None: the
+    #: session is no browser that has served contexts.
+    contexts: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +107,7 @@ class SessionInfo:
             "owner_pid": self.owner_pid,
             "owner_alive": self.owner_alive,
             "pids": sorted(self.pids),
+            "contexts": self.contexts,
         }
 
 
@@ -216,6 +232,22 @@ def _root_in(text: str, sid: str) -> str | None:
         return None
     start = text.rfind("=", 0, i) + 1
     return text[start : i + len(needle)]
+
+
+def open_contexts(root: str | None) -> list[str] | None:
+    """The ids of the browser contexts open in the session at ``root``: the
+    dirs in ``<root>/contexts`` (each context's download dir, there from its
+    creation until its teardown removes it).  None when the session has no
+    such dir: it never served a context."""
+    if root is None:
+        return None
+    try:
+        names = os.listdir(os.path.join(root, CONTEXTS_DIR))
+    except OSError:
+        return None
+    return sorted(
+        n for n in names if _CONTEXT_ID.match(n) and os.path.isdir(os.path.join(root, CONTEXTS_DIR, n))
+    )
 
 
 def _dir_size(path: str, limit: int = 5000) -> int:
@@ -358,7 +390,7 @@ def take_inventory(
     sessions: dict[str, SessionInfo] = {}
     for sid, root in roots.items():
         alive, owner_pid = _owner_alive(root, found_owners.get(sid))
-        sessions[sid] = SessionInfo(sid, root, owner_pid, alive)
+        sessions[sid] = SessionInfo(sid, root, owner_pid, alive, contexts=open_contexts(root))
     for p in procs.values():
         if p.session_id is None:
             continue

@@ -545,13 +545,14 @@ def diagnose(
         )
         _table(
             "Sessions of this library",
-            ["session", "owner", "state", "processes", "dir"],
+            ["session", "owner", "state", "processes", "contexts", "dir"],
             [
                 [
                     s.session_id,
                     s.owner_pid or "-",
                     "live" if s.owner_alive else "ORPHANED",
                     len(s.pids),
+                    "-" if s.contexts is None else f"{len(s.contexts)} open",
                     s.root or "-",
                 ]
                 for s in inv.sessions

@@ -60,6 +60,7 @@ SESSION_FIELDS = {
     "owner_pid": (int, type(None)),
     "owner_alive": bool,
     "pids": list,
+    "contexts": (list, type(None)),  # open browser contexts (tests/cli/test_diagnose_contexts.py)
 }
 STALE_DIR_FIELDS = {"path": str, "kind": str, "age_s": NUMBER, "size_bytes": int, "kept": (str, type(None))}
 CLASS_TOTAL_FIELDS = {

@@ -57,12 +57,20 @@ def test_artifact_stem_should_keep_nodeids_apart_and_make_them_safe_file_names()
 
 
 @pytest.mark.chrome
-def test_artifacts_should_be_saved_for_failed_tests_that_held_a_chrome_fixture_only(pytester, child_tmp):
+@pytest.mark.parametrize("isolation", ["browser", "context"])  # pooled_driver: a reset browser, or a context
+def test_artifacts_should_be_saved_for_failed_tests_that_held_a_chrome_fixture_only(
+    pytester, child_tmp, isolation
+):
     pytester.makepyfile(test_child=FAILING)
     out_dir = os.path.join(child_tmp, "artifacts")
 
     result = pytester.runpytest_subprocess(
-        f"--chrome-artifacts={out_dir}", "--chrome-leak-check", "-p", "no:cacheprovider", timeout=150
+        f"--chrome-artifacts={out_dir}",
+        f"--chrome-isolation={isolation}",
+        "--chrome-leak-check",
+        "-p",
+        "no:cacheprovider",
+        timeout=150,
     )
 
     result.assert_outcomes(passed=1, failed=3)
