@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import psutil
 
 from ._clock import call_with_deadline
-from ._inventory import CONTEXTS_DIR
+from ._dirs import CONTEXTS_DIR
 from ._lifecycle import Lifecycle
 from ._ownership import OwnedProcess, ProcessTracker
 from ._report import CleanupReport, Leftover, Stage

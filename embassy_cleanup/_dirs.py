@@ -35,6 +35,10 @@ CHROMEDRIVER_PROFILE = re.compile(
 #: Chromium's singleton dir (``SingletonSocket`` and ``SingletonCookie``) in the temp dir.
 SINGLETON_DIR = re.compile(r"^\.?(org\.chromium\.Chromium|com\.google\.Chrome)\.\w{6}$")
 SINGLETON_FILES = frozenset({"SingletonSocket", "SingletonCookie", "SingletonLock"})
+#: The dir in a session root that holds one dir per open browser context
+#: (``ChromePool(isolation="context")``): the context's download dir, named by
+#: its 12-hex-digit id, there from its creation until its teardown removes it.
+CONTEXTS_DIR = "contexts"
 
 
 def remove_tree(path: str, attempts: int = 5) -> str | None:

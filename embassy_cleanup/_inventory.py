@@ -39,6 +39,7 @@ from typing import Any
 import psutil
 
 from . import _platform, _records
+from ._dirs import CONTEXTS_DIR
 from ._ownership import ENV_MARKER, OWNER_MARKER, ROOT_PREFIX, is_chrome_family, marked_owner_alive
 
 #: The JSON schema version of :meth:`Inventory.to_dict` (2: Chromium's litter
@@ -46,10 +47,6 @@ from ._ownership import ENV_MARKER, OWNER_MARKER, ROOT_PREFIX, is_chrome_family,
 #: session's ``contexts`` was added later without a new version: an added key
 #: breaks no reader).
 SCHEMA_VERSION = 2
-#: The dir in a session root that holds one dir per open browser context
-#: (``ChromePool(isolation="context")``): the context's download dir, named by
-#: its 12-hex-digit id.
-CONTEXTS_DIR = "contexts"
 
 _SID_IN_PATH = re.compile(re.escape(ROOT_PREFIX) + r"([0-9a-f]{12})")
 _CONTEXT_ID = re.compile(r"^[0-9a-f]{12}$")

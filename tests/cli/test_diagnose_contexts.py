@@ -19,7 +19,7 @@ import signal
 import pytest
 
 from embassy_cleanup import ChromePool
-from embassy_cleanup._inventory import CONTEXTS_DIR
+from embassy_cleanup._dirs import CONTEXTS_DIR
 from tests import _helpers as h
 from tests.cli import diagnose, run_cli
 
