@@ -4,8 +4,8 @@ browser pool, failure artifacts and an opt-in leak check.
 Fixtures: ``chrome_session`` (a started :class:`ChromeUltraAggressiveCleanup`),
 ``chrome_driver`` (its WebDriver), ``chrome_pool`` (a session-scoped
 :class:`ChromePool`, one per pytest-xdist worker) and ``pooled_driver`` (a
-driver checked out of it for one test: a reset browser, or with
-``--chrome-isolation=context`` a fresh browser context of a shared browser).
+driver checked out of it for one test: a fresh browser context of a shared
+browser, or with ``--chrome-isolation=browser`` a reset browser).
 Their options come from the command line (``--chrome-headless``/``--chrome-headed``,
 ``--chrome-preset``, ``--chrome-cleanup-timeout``, ``--chrome-binary``,
 ``--chrome-driver-path``, ``--chrome-isolation``), else from the ini file
@@ -73,9 +73,10 @@ LEAK_HEADLINE = "chrome leak check"
 DEFAULT_GRACE = 2.0
 #: Default ``max_size`` of ``chrome_pool`` (per xdist worker).
 DEFAULT_POOL_SIZE = 1
-#: Default isolation of ``chrome_pool``'s tests: today's reset browser (see
-#: docs/pytest.md for why ``context`` is not the default).
-DEFAULT_ISOLATION: Isolation = "browser"
+#: Default isolation of ``chrome_pool``'s tests: a browser context each, so no
+#: test sees another's cookies or storage (docs/pytest.md says what
+#: ``browser``, a reset browser, trades for its speed).
+DEFAULT_ISOLATION: Isolation = "context"
 
 _BORN_SLACK_S = 1.0  # clock slack between time.time() and /proc create times
 _USER_DATA_DIR = re.compile(r"^--user-data-dir=(.+)$")
@@ -383,11 +384,11 @@ def chrome_pool(request: pytest.FixtureRequest) -> Iterator[ChromePool]:
     """A ChromePool for the whole run, one per pytest-xdist worker (each
     worker is its own process, and session fixtures are per process).
 
-    Its browsers start on first checkout and are reused across tests; the
-    pool resets each one when it comes back (one window, ``about:blank``,
-    cookies and cache cleared).  With ``--chrome-isolation=context`` each
-    checkout is a fresh browser context of a shared browser instead, removed
-    and verified gone when it comes back.  Closed at the end of the run,
+    Its browsers start on first checkout and are reused across tests.  Each
+    checkout is a fresh browser context of a shared browser, removed and
+    verified gone when it comes back; with ``--chrome-isolation=browser`` it
+    is a whole browser that the pool resets when it comes back (one window,
+    ``about:blank``, cookies and cache cleared).  Closed at the end of the run,
     which fails the last test's teardown if a browser did not tear down clean."""
     config = request.config
     settings = config.stash[_SETTINGS]
@@ -411,9 +412,9 @@ def chrome_pool(request: pytest.FixtureRequest) -> Iterator[ChromePool]:
 
 @pytest.fixture
 def pooled_driver(request: pytest.FixtureRequest, chrome_pool: ChromePool) -> Iterator[WebDriver]:
-    """A driver checked out of ``chrome_pool`` for this test; it goes back
-    (and is reset) after the test, or with ``--chrome-isolation=context`` it
-    is a fresh browser context that is removed after the test.  An
+    """A driver checked out of ``chrome_pool`` for this test: a fresh browser
+    context that is removed after the test, or with
+    ``--chrome-isolation=browser`` a browser that goes back and is reset.  An
     ``embassy_cleanup`` marker's options select a browser started with them
     (browsers are shared only between tests with the same options)."""
     settings = request.config.stash[_SETTINGS]

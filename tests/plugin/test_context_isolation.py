@@ -1,5 +1,5 @@
 """``--chrome-isolation`` / ``embassy_cleanup_isolation`` (issue 15): with
-``context``, ``pooled_driver`` gives each test a fresh browser context of the
+``context`` (the default), ``pooled_driver`` gives each test a fresh browser context of the
 worker's shared browser instead of a reset browser.  Run in child pytests,
 with a local ``http.server`` page that writes a cookie and ``localStorage``.
 """
@@ -95,11 +95,12 @@ def read_records(child_tmp: str) -> dict[str, dict]:
 @pytest.mark.parametrize(
     ("args", "ini", "isolated"),
     [
-        (["--chrome-isolation=context"], "", True),
+        ([], "", True),  # the default
+        (["--chrome-isolation=context"], "embassy_cleanup_isolation = browser", True),
         ([], "embassy_cleanup_isolation = context", True),
-        ([], "", False),  # the default: a reset browser, which keeps localStorage (the control)
+        (["--chrome-isolation=browser"], "", False),  # a reset browser keeps localStorage (the control)
     ],
-    ids=["command-line", "ini", "default-browser"],
+    ids=["default-context", "command-line", "ini", "browser"],
 )
 def test_pooled_tests_should_not_see_each_others_cookie_or_storage_under_context_isolation(
     pytester, child_tmp, args, ini, isolated

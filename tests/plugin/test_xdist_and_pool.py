@@ -78,7 +78,15 @@ def test_under_xdist_each_worker_should_get_its_own_pool_and_blame_only_its_own_
 
     # loadfile: each worker gets one file, so both run pooled tests at the same time
     result = pytester.runpytest_subprocess(
-        "-n", "2", "--dist", "loadfile", "--chrome-leak-check", "-p", "no:cacheprovider", timeout=170
+        "-n",
+        "2",
+        "--dist",
+        "loadfile",
+        "--chrome-isolation=browser",  # one browser per worker, reset between tests
+        "--chrome-leak-check",
+        "-p",
+        "no:cacheprovider",
+        timeout=170,
     )
 
     out = result.stdout.str()
@@ -120,7 +128,9 @@ def test_pooled_driver_should_reuse_one_browser_and_give_a_marked_test_its_own(p
         )
     )
 
-    result = pytester.runpytest_subprocess("--chrome-leak-check", "-p", "no:cacheprovider", timeout=170)
+    result = pytester.runpytest_subprocess(
+        "--chrome-isolation=browser", "--chrome-leak-check", "-p", "no:cacheprovider", timeout=170
+    )
 
     result.assert_outcomes(passed=5)
     assert LEAK_HEADLINE not in result.stdout.str()
