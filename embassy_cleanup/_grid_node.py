@@ -267,9 +267,8 @@ def kill_orphans(inv: GridInventory, budget: float = 10.0) -> tuple[list[str], l
         procs = [OwnedProcess(p.pid, p.create_time, p.name, "grid-orphan") for p in tree.procs]
         tracker = ProcessTracker("", "")  # no markers: only these identity-checked pids
         actions, survivors = tracker.kill_tree(procs, 0.5, budget)
-        line = (
-            f"orphan tree {tree.root.pid} ({tree.reason}): "
-            + ", ".join(f"{a.pid} {a.outcome}" for a in actions)
+        line = f"orphan tree {tree.root.pid} ({tree.reason}): " + ", ".join(
+            f"{a.pid} {a.outcome}" for a in actions
         )
         clean = not survivors
         if clean and tree.user_data_dir:
@@ -324,9 +323,7 @@ def render(inv: GridInventory) -> list[str]:
         f"{'class':<8} {'root pid':>8} {'procs':>5}  {'grid session':<32}  reason",
     ]
     for t in inv.trees:
-        lines.append(
-            f"{t.cls:<8} {t.root.pid:>8} {len(t.procs):>5}  {t.session_id or '-':<32}  {t.reason}"
-        )
+        lines.append(f"{t.cls:<8} {t.root.pid:>8} {len(t.procs):>5}  {t.session_id or '-':<32}  {t.reason}")
     if not inv.trees:
         lines.append("(no Chrome tree of this Grid on this host)")
     hint = f"embassy-cleanup clean --grid {shlex.quote(inv.url)}"  # the user's URL, not a placeholder

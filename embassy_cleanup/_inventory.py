@@ -429,9 +429,7 @@ def take_inventory(
     # process cannot be a live one's (issue 13).
     me_user = psutil.Process().username() if all_users else None
     births = [
-        p.create_time
-        for p in procs.values()
-        if p.cls != "zombie" and (me_user is None or p.user == me_user)
+        p.create_time for p in procs.values() if p.cls != "zombie" and (me_user is None or p.user == me_user)
     ]
     oldest_live = min(births, default=None)
     try:

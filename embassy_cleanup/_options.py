@@ -267,6 +267,8 @@ def check_remote_options(url: Any, *, driver_path: Any, env: Any) -> str:
             value=dict(env),
         )
     return url.strip().rstrip("/")
+
+
 def _check_virtual_display(headless: bool, remote_url: Any) -> None:
     if headless:
         raise ConfigError(

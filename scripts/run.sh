@@ -2,7 +2,7 @@
 # The project's commands, with nothing needed but sh on a fresh Debian (no make):
 #   sh scripts/run.sh demo    the main job: a bot job on a built-in local page, with its cleanup report
 #   sh scripts/run.sh test    the whole suite: lint, then pytest (what CI runs, through .ci/run)
-#   sh scripts/run.sh lint    ruff, mypy, shellcheck and blinter (the .bat)
+#   sh scripts/run.sh lint    ruff (check and format), mypy, shellcheck and blinter (the .bat)
 #   sh scripts/run.sh bench   the benchmarks (writes docs/benchmarks.md)
 # Each first runs scripts/bootstrap.sh, which installs what is missing (as root
 # for Debian packages). Extra arguments go to the command (demo, pytest, bench).
@@ -16,6 +16,7 @@ usage() {
 
 lint() {
     .venv/bin/python -m ruff check embassy_cleanup tests bench
+    .venv/bin/python -m ruff format --check --quiet embassy_cleanup tests bench
     .venv/bin/python -m mypy --ignore-missing-imports embassy_cleanup
     shellcheck cleanup_chrome.sh scripts/bootstrap.sh scripts/run.sh scripts/fault_matrix.sh .ci/run
     # fails on any warning: parse-time %ERRORLEVEL% in a block (W071), SET in a .bat (W028), ...

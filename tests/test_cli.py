@@ -145,8 +145,16 @@ def test_demo_should_exit_0_with_a_clean_six_stage_report_and_leave_nothing():
 
 # -- the wheel: what a pip install gets ------------------------------------------
 #: What the wheel is built from (a copy, so the build leaves nothing in the checkout).
-SOURCE = ["setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md", "cleanup_chrome.sh",
-          "cleanup_chrome.bat", "embassy_cleanup"]
+SOURCE = [
+    "setup.py",
+    "setup.cfg",
+    "pyproject.toml",
+    "MANIFEST.in",
+    "README.md",
+    "cleanup_chrome.sh",
+    "cleanup_chrome.bat",
+    "embassy_cleanup",
+]
 
 
 def _pip_env() -> dict[str, str]:
@@ -194,7 +202,12 @@ def _run_installed(bindir: Path, *args: str, timeout: float = 60) -> subprocess.
 def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_console_script(installed_wheel):
     where = subprocess.run(
         [str(installed_wheel / "python"), "-c", "import embassy_cleanup; print(embassy_cleanup.__file__)"],
-        capture_output=True, text=True, cwd=installed_wheel, env=_pip_env(), timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        cwd=installed_wheel,
+        env=_pip_env(),
+        timeout=60,
+        check=False,
     )
     out = _run_installed(installed_wheel, "--version")
 

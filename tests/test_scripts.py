@@ -293,9 +293,13 @@ def hand_over_problems(text: str) -> list[str]:
         if after:
             problems.append(f"line {n}: the hand-over {s!r} runs inside a block or after & on its line")
         nxt = stmts[i + 1] if i + 1 < len(stmts) else None
-        ok = nxt is not None and nxt[0] != n and (
-            (not nxt[1] and EXIT_WITH_STATUS.match(nxt[2]))
-            or (delayed and EXIT_WITH_DELAYED_STATUS.match(nxt[2]))
+        ok = (
+            nxt is not None
+            and nxt[0] != n
+            and (
+                (not nxt[1] and EXIT_WITH_STATUS.match(nxt[2]))
+                or (delayed and EXIT_WITH_DELAYED_STATUS.match(nxt[2]))
+            )
         )
         if not ok:
             problems.append(f"line {n}: the hand-over is not followed by an exit with its status: {nxt}")

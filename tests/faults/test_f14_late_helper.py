@@ -22,7 +22,6 @@ from tests.faults import _fault_helpers as fh
 pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("bystander")]
 
 
-
 def test_late_helper_recreating_the_profile_should_be_killed_by_a_second_pass(
     session_kwargs, bystander, monkeypatch
 ):
@@ -52,4 +51,3 @@ def test_late_helper_recreating_the_profile_should_be_killed_by_a_second_pass(
     finally:
         if helper is not None:
             fh.stop(helper)
-

@@ -26,7 +26,6 @@ from tests.faults import _fault_helpers as fh
 pytestmark = pytest.mark.chrome
 
 
-
 def test_fast_teardown_should_remove_again_a_dir_recreated_after_the_early_removal(
     session_kwargs, monkeypatch
 ):

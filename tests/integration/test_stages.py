@@ -88,6 +88,7 @@ def test_ports_stage_should_kill_the_session_listeners_the_tree_kill_missed(sess
 
 def test_ports_stage_should_leave_alone_a_listener_that_is_not_ours(session_kwargs, monkeypatch):
     squatters = []
+
     def kill_tree_then_squat(original):
         def stage(t, run):
             original(t, run)

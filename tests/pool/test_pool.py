@@ -497,7 +497,6 @@ def test_a_forked_child_cannot_use_its_parents_pool(pool_kwargs):
             assert d.title == "parent"
 
 
-
 def test_a_job_that_quits_its_driver_gets_its_browser_retired_and_the_next_job_a_new_one(pool_kwargs):
     with ChromePool(max_size=1, **pool_kwargs) as pool:
         with pool.session() as d:

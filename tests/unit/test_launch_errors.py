@@ -64,4 +64,3 @@ def test_run_bounded_should_return_the_result_and_reraise_the_error_in_time():
 
     with pytest.raises(ValueError, match="from the worker"):
         run_bounded(fails, Budget(10), "test-fails")
-
