@@ -47,11 +47,29 @@ def _live_owner(crash):
     # still count later.
     snap = steady(crash.snapshot(session))
     assert len(crash.running(snap)) >= 4, "too few steady processes to prove anything"
+    _KINDS.update({pid: _kind_of(p) for pid, p in snap.items()})
     return owner, session, snap
 
 
-def _assert_untouched(crash, owner, session, snap):
-    assert crash.running(snap) == sorted(snap), "a live owner's session lost processes"
+#: pid -> "name --type=..." of the live session's steady processes, read while
+#: they ran: a lost one is named in the failure (killed by us, or ended itself?).
+_KINDS: dict[int, str] = {}
+
+
+def _kind_of(proc) -> str:
+    try:
+        kind = next((a for a in proc.cmdline() if a.startswith("--type=")), "")
+        return f"{proc.name()} {kind}".strip()
+    except Exception:  # psutil errors: gone since
+        return "?"
+
+
+def _assert_untouched(crash, owner, session, snap, reports=()):
+    lost = sorted(set(snap) - set(crash.running(snap)))
+    killed = {a.pid for r in reports for a in r.killed}
+    assert not lost, "a live owner's session lost processes: " + ", ".join(
+        f"{pid} ({_KINDS.get(pid, '?')}{', killed by the sweep' if pid in killed else ''})" for pid in lost
+    )
     assert os.path.isdir(session["root"]) and os.path.exists(os.path.join(session["root"], "session.json"))
     assert owner.cmd("title 0")["title"] == "owner-0"
 
@@ -90,7 +108,7 @@ def test_a_live_owners_session_survives_sweep_stale_and_a_new_session_start(cras
     reports = sweep_stale(h.SESSIONS_ROOT)
     assert [r.session_id for r in reports] == [dead["sid"]]
     assert crash.gone({dead["root"]: dead_snap})
-    _assert_untouched(crash, owner, session, snap)
+    _assert_untouched(crash, owner, session, snap, reports)
 
     # so does a new session starting in the same temp dir
     cleanup = ChromeUltraAggressiveCleanup(**session_kwargs)
