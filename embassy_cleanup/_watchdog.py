@@ -62,6 +62,9 @@ log = logging.getLogger("embassy_cleanup")
 WATCHDOG_PROTOCOL = 1
 #: How often the watchdog also checks its owner's (pid, create time).
 OWNER_POLL_S = 0.5
+#: After the owner is seen dead, quiet polls to wait for what its pipe still
+#: holds (a starved reader thread may not have read it yet) when no EOF comes.
+DRAIN_POLLS = 4
 #: Most time one message may take to write before the watchdog counts as hung.
 WRITE_TIMEOUT = 2.0
 #: Most time the watchdog gives all remote (Grid) reaps together.
@@ -234,7 +237,11 @@ class WatchdogClient:
 
     @property
     def pid(self) -> int | None:
-        proc = self.proc
+        """The watchdog's pid.  Taken under the lock: a replacement watchdog is
+        reported only once every open session is registered with it, so
+        "re-armed" means an owner SIGKILL from then on leaves nothing."""
+        with self._lock:
+            proc = self.proc
         return proc.pid if proc is not None else None
 
 
@@ -322,12 +329,19 @@ def serve(owner_pid: int, owner_create_time: float, reapers: Mapping[str, Reaper
     chunks: queue.Queue[bytes] = queue.Queue()
     threading.Thread(target=_read_pipe, args=(fd, chunks), daemon=True).start()
     buf = b""
+    quiet_since_death = -1  # polls with nothing read since the owner was seen dead
     while True:
         try:
             chunk = chunks.get(timeout=OWNER_POLL_S)
         except queue.Empty:
-            if not owner_alive(owner_pid, owner_create_time):
-                break
+            # The owner's death closes its end of the pipe, so EOF follows the
+            # messages it wrote; only a forked child that kept the end open
+            # would keep it from coming.  Never stop before reading what is
+            # there: a registration sent just before the owner died counts.
+            if quiet_since_death >= 0 or not owner_alive(owner_pid, owner_create_time):
+                quiet_since_death += 1
+                if quiet_since_death >= DRAIN_POLLS:
+                    break
             continue
         if not chunk:
             break  # EOF: the owner is gone
