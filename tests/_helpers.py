@@ -175,6 +175,38 @@ def zombie_children() -> list[psutil.Process]:
     return out
 
 
+#: Chrome processes that come and go by themselves, which no test can expect
+#: to last: renderers (replaced after a navigation), utility processes (some
+#: end when idle: the data decoder) and the GPU process (the browser relaunches
+#: it when its GPU watchdog finds it hung, which a loaded 2-core machine can
+#: bring about; the new one has ``--gpu-recent-crash-count=1``).
+TRANSIENT_TYPES = ("--type=renderer", "--type=utility", "--type=gpu-process")
+#: pid -> "name --type=..." of every process ``steady`` kept, read while it
+#: ran, so that a failure can name a process that is gone since.
+KINDS: dict[int, str] = {}
+
+
+def steady(procs: dict[int, psutil.Process]) -> dict[int, psutil.Process]:
+    """The processes of ``procs`` that must not come and go: all but
+    ``TRANSIENT_TYPES`` (and any already gone)."""
+    out = {}
+    for pid, p in procs.items():
+        try:
+            cmdline = p.cmdline()
+            name = p.name()
+        except psutil.Error:
+            continue
+        if not any(a in TRANSIENT_TYPES for a in cmdline):
+            out[pid] = p
+            KINDS[pid] = " ".join([name, *(a for a in cmdline if a.startswith("--type="))])
+    return out
+
+
+def named(pids: Iterable[int]) -> str:
+    """``"pid (kind)"`` for pids ``steady`` kept (the kind read while it ran)."""
+    return ", ".join(f"{pid} ({KINDS.get(pid, '?')})" for pid in pids)
+
+
 def describe(procs: Iterable[psutil.Process]) -> list[str]:
     """``"pid name"`` of each process (its pid alone once it is gone)."""
     out = []

@@ -43,6 +43,22 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 _guard = h.LeakGuard()
+#: What tests measured (their ``user_properties``: crash timings, the Grid's
+#: start, ...), printed at the end; under pytest-xdist the reports carry them
+#: from the workers to the process that prints.
+_measured: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "teardown":  # the item's last report: it has them all
+        _measured.extend(f"{name}: {value}" for name, value in report.user_properties)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _measured:
+        terminalreporter.section("measured in this run")
+        for line in _measured:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(autouse=True)

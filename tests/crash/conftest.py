@@ -325,17 +325,3 @@ def scratch_root():
     finally:
         h.kill_all(h.processes_under(root))
         shutil.rmtree(root, ignore_errors=True)  # as root, chown()ed entries go too
-
-
-def steady(snap: dict[int, psutil.Process]) -> dict[int, psutil.Process]:
-    """The processes of a session that must not come and go: everything but
-    renderers, which Chrome replaces by itself (e.g. after a navigation), and
-    utility processes, some of which end when idle (the data decoder)."""
-    out = {}
-    for pid, p in snap.items():
-        try:
-            if not any(a in ("--type=renderer", "--type=utility") for a in p.cmdline()):
-                out[pid] = p
-        except psutil.Error:
-            continue
-    return out

@@ -17,7 +17,6 @@ import pytest
 
 from embassy_cleanup import ChromeUltraAggressiveCleanup, sweep_stale
 from tests import _helpers as h
-from tests.crash.conftest import steady
 
 pytestmark = pytest.mark.chrome
 
@@ -45,30 +44,16 @@ def _live_owner(crash):
     (session,) = owner.sessions
     # Taken now, while every command line is readable: a killed process must
     # still count later.
-    snap = steady(crash.snapshot(session))
+    snap = h.steady(crash.snapshot(session))
     assert len(crash.running(snap)) >= 4, "too few steady processes to prove anything"
-    _KINDS.update({pid: _kind_of(p) for pid, p in snap.items()})
     return owner, session, snap
-
-
-#: pid -> "name --type=..." of the live session's steady processes, read while
-#: they ran: a lost one is named in the failure (killed by us, or ended itself?).
-_KINDS: dict[int, str] = {}
-
-
-def _kind_of(proc) -> str:
-    try:
-        kind = next((a for a in proc.cmdline() if a.startswith("--type=")), "")
-        return f"{proc.name()} {kind}".strip()
-    except Exception:  # psutil errors: gone since
-        return "?"
 
 
 def _assert_untouched(crash, owner, session, snap, reports=()):
     lost = sorted(set(snap) - set(crash.running(snap)))
     killed = {a.pid for r in reports for a in r.killed}
-    assert not lost, "a live owner's session lost processes: " + ", ".join(
-        f"{pid} ({_KINDS.get(pid, '?')}{', killed by the sweep' if pid in killed else ''})" for pid in lost
+    assert not lost, f"a live owner's session lost processes: {h.named(lost)}; the sweep killed " + (
+        h.named(sorted(killed & set(lost))) or "none of them"
     )
     assert os.path.isdir(session["root"]) and os.path.exists(os.path.join(session["root"], "session.json"))
     assert owner.cmd("title 0")["title"] == "owner-0"

@@ -11,7 +11,7 @@
 * ``remote_kwargs``: session options for a remote session on ``grid``.
 
 Measured figures (Grid start, session start, slot freed) are printed in the
-terminal summary.
+terminal summary ("measured in this run").
 """
 
 from __future__ import annotations
@@ -78,11 +78,12 @@ def pytest_sessionfinish(session, exitstatus):
         stop(server)
 
 
-def pytest_terminal_summary(terminalreporter):
-    if _timings:
-        terminalreporter.section("Selenium Grid timings")
-        for line in _timings:
-            terminalreporter.write_line(line)
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    # the timings recorded so far go with this test's reports (the suite's
+    # conftest prints every test's user_properties at the end)
+    while _timings:
+        item.user_properties.append(("Selenium Grid", _timings.pop(0)))
 
 
 def check_grid_clean(server: _grid.GridServer, timeout: float = 15.0) -> list[str]:
