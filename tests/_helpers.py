@@ -186,19 +186,33 @@ TRANSIENT_TYPES = ("--type=renderer", "--type=utility", "--type=gpu-process")
 KINDS: dict[int, str] = {}
 
 
-def steady(procs: dict[int, psutil.Process]) -> dict[int, psutil.Process]:
+def steady(procs: dict[int, psutil.Process], settle_s: float = 1.0) -> dict[int, psutil.Process]:
     """The processes of ``procs`` that must not come and go: all but
-    ``TRANSIENT_TYPES`` (and any already gone)."""
+    ``TRANSIENT_TYPES`` (and any already gone).
+
+    A command line is read twice, ``settle_s`` apart, and a process whose
+    command line changed in between is left out: a child the browser has
+    forked but not yet exec'd still shows the browser's command line (no
+    ``--type=``), and a zygote's child shows the zygote's until it renames
+    itself; read once, either would pass for a steady process, and end later
+    by itself (seen once: a live session "lost" a "chromium" without a type).
+    """
+
+    def read(p: psutil.Process) -> list[str] | None:
+        try:
+            return [p.name(), *p.cmdline()]
+        except psutil.Error:
+            return None
+
+    first = {pid: read(p) for pid, p in procs.items()}
+    time.sleep(settle_s)
     out = {}
     for pid, p in procs.items():
-        try:
-            cmdline = p.cmdline()
-            name = p.name()
-        except psutil.Error:
+        seen = read(p)
+        if seen is None or seen != first[pid] or any(a in TRANSIENT_TYPES for a in seen):
             continue
-        if not any(a in TRANSIENT_TYPES for a in cmdline):
-            out[pid] = p
-            KINDS[pid] = " ".join([name, *(a for a in cmdline if a.startswith("--type="))])
+        out[pid] = p
+        KINDS[pid] = " ".join([seen[0], *(a for a in seen if a.startswith("--type="))])
     return out
 
 
