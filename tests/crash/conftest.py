@@ -229,6 +229,11 @@ class CrashKit:
     def running(procs: dict[int, psutil.Process]) -> list[int]:
         return sorted(pid for pid, p in procs.items() if alive(p))
 
+    @staticmethod
+    def lost(procs: dict[int, psutil.Process]) -> list[int]:
+        """The pids of ``procs`` that no longer run."""
+        return sorted(pid for pid, p in procs.items() if not alive(p))
+
     def gone(self, snaps: dict[str, dict[int, psutil.Process]]) -> bool:
         """True when nothing of any of these sessions (root -> snapshot) is left."""
         for root, procs in snaps.items():

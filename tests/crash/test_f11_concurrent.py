@@ -86,7 +86,7 @@ def test_four_sessions_in_threads_each_close_only_their_own(crash, session_kwarg
         assert_only_own(N - 1, {a.pid for a in report.killed})
         assert crash.gone({roots[-1]: snaps[-1]})
         for i in range(N - 1):
-            lost = sorted(pid for pid in set(snaps[i]) & set(steadies) if not alive(snaps[i][pid]))
+            lost = crash.lost({pid: steadies[pid] for pid in snaps[i] if pid in steadies})
             assert not lost, f"session {i} lost processes: {h.named(lost)}"
             assert drivers[i].title == f"thread-{i}"
 
@@ -135,7 +135,7 @@ def test_four_owner_processes_a_sigkilled_one_loses_only_its_own_session(crash, 
 
     survivors = [i for i in range(N) if i != victim]
     for i in survivors:
-        lost = sorted(pid for pid in set(snaps[i]) & set(steadies) if not alive(snaps[i][pid]))
+        lost = crash.lost({pid: steadies[pid] for pid in snaps[i] if pid in steadies})
         assert not lost, f"owner {i}'s session lost processes: {h.named(lost)}"
         assert alive(owners[i].watchdog), f"owner {i}'s watchdog died"
         assert owners[i].cmd("title 0")["title"] == "owner-0"

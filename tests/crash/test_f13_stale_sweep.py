@@ -50,7 +50,7 @@ def _live_owner(crash):
 
 
 def _assert_untouched(crash, owner, session, snap, reports=()):
-    lost = sorted(set(snap) - set(crash.running(snap)))
+    lost = crash.lost(snap)
     killed = {a.pid for r in reports for a in r.killed}
     assert not lost, f"a live owner's session lost processes: {h.named(lost)}; the sweep killed " + (
         h.named(sorted(killed & set(lost))) or "none of them"

@@ -70,9 +70,9 @@ def test_a_session_started_in_a_worker_thread_keeps_its_browser_after_the_thread
         snap = h.steady(crash.snapshot({"root": root, "pids": {}}))
         assert len(crash.running(snap)) >= 4
         # a parent-death signal tied to the thread would strike right now
-        changed = h.wait_until(lambda: crash.running(snap) != sorted(snap), timeout=0.5)
-        lost = sorted(set(snap) - set(crash.running(snap)))
-        assert not changed, f"the browser lost processes when its starting thread exited: {h.named(lost)}"
+        h.wait_until(lambda: crash.lost(snap), timeout=0.5)
+        lost = crash.lost(snap)  # (a process that ended stays ended)
+        assert not lost, f"the browser lost processes when its starting thread exited: {h.named(lost)}"
         assert driver.title == "from-thread"
         _open(driver, "from-main")
     finally:
