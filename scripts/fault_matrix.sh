@@ -9,6 +9,9 @@
 set -u
 cd "$(dirname "$0")/.." || exit 2
 rounds=${1:-20}
+# the soak of tests/crash/test_long_running.py runs long here, short in the suite
+EMBASSY_SOAK_SESSIONS=${EMBASSY_SOAK_SESSIONS:-50}
+export EMBASSY_SOAK_SESSIONS
 [ $# -gt 0 ] && shift
 failed_rounds=0
 i=1
