@@ -19,10 +19,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 
 import pytest
 
 from tests import _helpers as h
+
+
+def pytest_configure(config):
+    # A shell without job control starts a background command (`... &` in a
+    # script, a CI runner's step) with SIGINT ignored, and every child inherits
+    # that: the CLI the Ctrl-C tests start would ignore their SIGINT.  A handler
+    # (unlike SIG_IGN) is reset by exec, so the children start with the default.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items):
