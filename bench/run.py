@@ -790,6 +790,9 @@ def render_markdown(res: dict[str, Any]) -> str:
             + ". The quit stage is `driver.quit()` itself, the",
             "same call as plain Selenium's, plus a DevTools liveness probe (so that a frozen browser cannot",
             "hang it); the rest is the price of verifying and of removing the profile dir plain `quit()` leaves.",
+            "One difference inside `quit()`: once chromedriver is asked to exit, Selenium polls its port once a",
+            "second, and sleeps that second whenever chromedriver answers before it closes the port; the",
+            "session's chromedriver service waits for the process itself instead (plain Selenium keeps its polling).",
         ]
     graceful_r, fast_r = r["graceful_clean_vs_plain_quit_return"], r["fast_clean_vs_plain_quit_return"]
     speedup = f"{graceful_r / fast_r:.1f}x" if graceful_r and fast_r else "much"
