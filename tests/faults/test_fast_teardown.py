@@ -41,11 +41,14 @@ def test_fast_teardown_should_remove_again_a_dir_recreated_after_the_early_remov
             fh.replace_stage(monkeypatch, Stage.OS_KILL, fh.noop_stage)
         report = cleanup.report
         profiles = fh.stages_of(report, Stage.PROFILE)
-        early = {
+        # the early removal ran; the helper writing into the dir may make it
+        # fail (ENOTEMPTY) rather than find the dir re-created afterwards
+        early = (
             "removed early, during the tree-kill",
             "the dir was re-created during the early removal; removing again",
-        }
-        assert early & set(profiles[0].notes), str(report)
+            "early removal: OSError: [Errno 39] Directory not empty",
+        )
+        assert any(n.startswith(early) for n in profiles[0].notes), str(report)
         verifies = fh.stages_of(report, Stage.VERIFY)
         first = " | ".join(verifies[0].notes)
         assert f"dir {root}" in first and f"pid={helper.pid}" in first, str(report)
