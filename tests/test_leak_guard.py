@@ -226,6 +226,7 @@ CHILD_BYSTANDER_TESTS = textwrap.dedent(
     def test_kills_the_server(bystander):
         note(bystander)
         bystander.server.kill()
+        bystander.server.wait()  # dead before the fixture looks (a SIGKILL takes effect later)
 
 
     def test_after_the_kill(bystander):
