@@ -1,7 +1,8 @@
 #!/bin/sh
 # The project's commands, with nothing needed but sh on a fresh Debian (no make):
 #   sh scripts/run.sh demo    the main job: a bot job on a built-in local page, with its cleanup report
-#   sh scripts/run.sh test    the whole suite: lint, then pytest (what CI runs, through .ci/run)
+#   sh scripts/run.sh test    the whole suite: lint, then pytest (what CI runs, through .ci/run),
+#                             in EMBASSY_TEST_WORKERS (default 2) pytest-xdist workers; -n 0: one process
 #   sh scripts/run.sh lint    ruff (check and format), mypy, shellcheck and blinter (the .bat)
 #   sh scripts/run.sh bench   the benchmarks (writes docs/benchmarks.md)
 # Each first runs scripts/bootstrap.sh, which installs what is missing (as root
@@ -37,7 +38,10 @@ case $what in
     lint) lint ;;
     test)
         lint
-        exec .venv/bin/python -m pytest -ra "$@"
+        # Each test file's tests run in one worker (--dist loadfile): they share
+        # its module fixtures (a bystander Chrome, a Grid). Arguments given
+        # after "test" come later, so "-n 0" wins.
+        exec .venv/bin/python -m pytest -ra -n "${EMBASSY_TEST_WORKERS:-2}" --dist loadfile "$@"
         ;;
     bench) exec .venv/bin/python bench/run.py "$@" ;;
 esac
