@@ -19,6 +19,7 @@ up) and quotes the last lines chromedriver and the browser wrote
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import logging
 import os
@@ -529,7 +530,7 @@ class OwnedService(Service):  # type: ignore[misc]
         is Selenium's, and ``stop()`` terminates what outlives it."""
         try:
             urllib.request.urlopen(f"{self.service_url}/shutdown", timeout=10).close()  # noqa: S310
-        except OSError:  # URLError, a timeout, a refused connection: it is gone or deaf
+        except (OSError, http.client.HTTPException):  # refused, timed out, cut off: gone or deaf
             return
         try:
             self.process.wait(SHUTDOWN_WAIT)
