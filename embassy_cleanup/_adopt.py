@@ -79,6 +79,10 @@ _CHROMIUM_BROWSERS = {"chrome", "chromium", "chrome-headless-shell", "msedge", "
 
 #: What adopted drivers can never offer, said in every adopted report.
 NO_ENV_MARKER = "no env marker: found by chromedriver's process tree, the browser PID and --user-data-dir"
+#: The profile stage's note on a profile dir it keeps, and why.
+KEPT_PROFILE = "kept {path} ({why})"
+WHY_USER_PROFILE = "a --user-data-dir chosen by the user; pass remove_profile=True to remove it"
+WHY_NOT_REMOVED = "remove_profile=False"
 CRASHPAD_UNTRACKED = (
     "crashpad handlers are not tracked: they re-parent to init and carry no marker of an adopted "
     "driver (they exit once the browser is gone)"
@@ -410,7 +414,9 @@ def adopt(
         commands=CommandGuard(driver, label),
         graceful=graceful,
         devtools_port=devtools_port,
-        kept_note=f"kept {profile} ({_why_kept(found)})" if profile is not None and not remove else None,
+        kept_note=KEPT_PROFILE.format(path=profile, why=_why_kept(found))
+        if profile is not None and not remove
+        else None,
         no_dir_reason=NO_PROFILE,
         singleton_dir=found.singleton_dir,
         empty_dirs=(scratch,) if scratch is not None else (),
@@ -497,9 +503,7 @@ def _rival_chromedriver(parent: str, ours: int, before: float) -> int | None:
 
 
 def _why_kept(found: AdoptFindings) -> str:
-    if found.profile_origin == "user":
-        return "a --user-data-dir chosen by the user; pass remove_profile=True to remove it"
-    return "remove_profile=False"
+    return WHY_USER_PROFILE if found.profile_origin == "user" else WHY_NOT_REMOVED
 
 
 # -- owner death: the watchdog's reaper ---------------------------------------------

@@ -69,6 +69,9 @@ BIDI_POLL_S = 0.002
 #: Why two of the six stages do nothing for a context.
 NO_PORTS = "a context has no port of its own (the browser's are its session's)"
 NO_MARKER = "a context's processes carry the browser session's markers, not a context's"
+#: Notes of the quit and verify stages.
+NOTE_CONTEXT_REMOVED = "user context {uc} removed with its {tabs} tab(s)"
+NOTE_CONTEXT_GONE = "user context {uc} gone, no tab of it left"
 
 
 def browser_process(session: ChromeUltraAggressiveCleanup) -> psutil.Process | None:
@@ -272,7 +275,7 @@ def _stage_quit(t: TeardownRun, run: StageRun) -> None:
     elif call.error is not None:
         run.errors.append(f"removing user context {uc} raised {first_line(call.error)}")
     else:
-        run.notes.append(f"user context {uc} removed with its {call.value} tab(s)")
+        run.notes.append(NOTE_CONTEXT_REMOVED.format(uc=uc, tabs=call.value))
     # Chrome ends the context's renderers on its own: wait for that, then
     # hand the survivors that are surely the context's to the tree-kill.
     end = t.clock.now() + min(RENDERER_SETTLE_S, t.budget.remaining() / 3)
@@ -310,7 +313,7 @@ def _stage_verify(t: TeardownRun, run: StageRun) -> list[Leftover]:
         left.append(Leftover("user-context", uc))
     left += [Leftover("tab", tab) for tab in tabs]
     if uc not in contexts and not tabs:
-        run.notes.append(f"user context {uc} gone, no tab of it left")
+        run.notes.append(NOTE_CONTEXT_GONE.format(uc=uc))
     return left
 
 

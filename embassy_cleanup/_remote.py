@@ -59,6 +59,13 @@ DELETE_TIMEOUT = 5.0
 WATCHDOG_DELETE_TRIES = 3
 #: Capability naming our session id, so that ``/status`` shows whose a session is.
 SESSION_CAPABILITY = "embassy_cleanup:session"
+#: Notes of the quit stage (see ``_teardown`` for the local ones).
+NOTE_NO_QUIT = "graceful=False: no driver.quit()"
+NOTE_QUIT_RETURNED = "driver.quit() returned"
+NOTE_DELETE = "DELETE /session/{rsid}: {outcome}"
+ERROR_QUIT_HUNG = "driver.quit() did not return within {share:.2f} s; deleting the session"
+DELETED = "deleted"
+ALREADY_GONE = "already gone (404)"
 
 
 # -- talking to the Grid --------------------------------------------------------
@@ -109,9 +116,9 @@ def delete_session(url: str, remote_sid: str, timeout: float = DELETE_TIMEOUT) -
     """
     code, body = _request(f"{url}/session/{urllib.parse.quote(remote_sid)}", "DELETE", timeout)
     if code == 200:
-        return "deleted"
+        return DELETED
     if code == 404:
-        return "already gone (404)"
+        return ALREADY_GONE
     try:
         message = json.loads(body)["value"]["message"]
     except (ValueError, KeyError, TypeError):
@@ -291,16 +298,16 @@ def _stage_quit(t: TeardownRun, run: StageRun) -> None:
     if target.driver is None:
         run.notes.append("no WebDriver to quit")
     elif not target.graceful:
-        run.notes.append("graceful=False: no driver.quit()")
+        run.notes.append(NOTE_NO_QUIT)
     else:
         share = t.budget.share(QUIT_SHARE)
         call = quit_within(target.driver, share)
         if not call.done:
-            run.errors.append(f"driver.quit() did not return within {share:.2f} s; deleting the session")
+            run.errors.append(ERROR_QUIT_HUNG.format(share=share))
         elif call.error is not None:
             run.errors.append(f"driver.quit() raised {first_line(call.error)}; deleting the session")
         else:
-            run.notes.append("driver.quit() returned")
+            run.notes.append(NOTE_QUIT_RETURNED)
             quit_ok = True
     if quit_ok:
         return
@@ -311,7 +318,7 @@ def _stage_quit(t: TeardownRun, run: StageRun) -> None:
     except GridError as err:
         run.errors.append(str(err))
     else:
-        run.notes.append(f"DELETE /session/{rsid}: {outcome}")
+        run.notes.append(NOTE_DELETE.format(rsid=rsid, outcome=outcome))
 
 
 #: Pause between two ``/status`` polls while waiting for the slot to free.

@@ -51,6 +51,21 @@ SETTLE_WINDOW = 0.2
 #: Most passes of stages 2-6.
 MAX_PASSES = 3
 
+# Report texts a caller (or a test) may match: skip reasons and notes, as
+# str.format templates where a part varies.  Other notes are free text.
+SKIP_NOT_GRACEFUL = "graceful=False"
+SKIP_NOTHING_RUNNING = "nothing of the session is running"
+SKIP_BUSY = (
+    "chromedriver is busy with {busy} pending command(s) of this driver: quit() would wait behind them"
+)
+NOTE_QUIT_RETURNED = "driver.quit() returned; {ended} of {total} process(es) ended"
+NOTE_PORT_NOT_OURS = "port {port} held by {who}, not ours: left alone"
+NOTE_PGREP_EARLY = "pgrep ran early, during the tree-kill"
+NOTE_REMOVED_EARLY = "removed early, during the tree-kill"
+NOTE_EARLY_REMOVAL_FAILED = "early removal: {error}; trying again"
+NOTE_RECREATED = "the dir was re-created during the early removal; removing again"
+NOTE_NOTHING_LEFT = "nothing of the session left"
+
 
 @dataclass
 class TeardownTarget:
@@ -200,18 +215,14 @@ def stage_quit(t: TeardownRun, run: StageRun) -> None:
         run.skipped = "no WebDriver to quit (its owner is gone, or start-up did not get that far)"
         return
     if not target.graceful:
-        run.skipped = "graceful=False"
+        run.skipped = SKIP_NOT_GRACEFUL
         return
     procs = target.tracker.discover(t.budget)  # record the whole tree while markers are readable
     if not any(p.is_running() for p in procs.values()):
-        run.skipped = "nothing of the session is running"
+        run.skipped = SKIP_NOTHING_RUNNING
         return
     busy = target.commands.pending() if target.commands is not None else 0
-    reason = (
-        f"chromedriver is busy with {busy} pending command(s) of this driver: quit() would wait behind them"
-        if busy
-        else _unresponsive_reason(t, procs)
-    )
+    reason = SKIP_BUSY.format(busy=busy) if busy else _unresponsive_reason(t, procs)
     if reason is not None:
         run.skipped = reason
         return
@@ -223,7 +234,7 @@ def stage_quit(t: TeardownRun, run: StageRun) -> None:
         run.errors.append(f"driver.quit() raised {first_line(call.error)}")
     else:
         ended = sum(1 for p in procs.values() if not p.is_running())
-        run.notes.append(f"driver.quit() returned; {ended} of {len(procs)} process(es) ended")
+        run.notes.append(NOTE_QUIT_RETURNED.format(ended=ended, total=len(procs)))
 
 
 # -- stage 2 ------------------------------------------------------------
@@ -274,7 +285,7 @@ def stage_ports(t: TeardownRun, run: StageRun) -> None:
             to_kill.append(ours[lst.pid])
         else:
             who = f"pid {lst.pid}" if lst.pid is not None else "another user's process"
-            run.notes.append(f"port {lst.port} held by {who}, not ours: left alone")
+            run.notes.append(NOTE_PORT_NOT_OURS.format(port=lst.port, who=who))
     if to_kill:
         actions, survivors = target.tracker.kill_tree(to_kill, 0, t.budget.remaining(), budget=t.budget)
         run.killed += actions
@@ -300,7 +311,7 @@ def stage_os_kill(t: TeardownRun, run: StageRun) -> None:
     early, t.early_search = t.early_search, None
     searched = early.result(t.budget.remaining()).value if early is not None else None
     if searched is not None:
-        run.notes.append("pgrep ran early, during the tree-kill")
+        run.notes.append(NOTE_PGREP_EARLY)
     listed = Bounded(searched if searched is not None else _platform.os_find_by_marker(target.root), t.budget)
     for pid in listed:
         if pid in excluded:  # self-match: a shell or Python whose argv carries the marker
@@ -406,12 +417,12 @@ def stage_profile(t: TeardownRun, run: StageRun) -> None:
     if early is not None:
         if early.existed and not os.path.lexists(target.root):
             run.removed.append(target.root)
-            run.notes.append("removed early, during the tree-kill")
+            run.notes.append(NOTE_REMOVED_EARLY)
             return
         if early.error:
-            run.notes.append(f"early removal: {early.error}; trying again")
+            run.notes.append(NOTE_EARLY_REMOVAL_FAILED.format(error=early.error))
         elif early.existed:
-            run.notes.append("the dir was re-created during the early removal; removing again")
+            run.notes.append(NOTE_RECREATED)
     if not os.path.lexists(target.root):
         run.notes.append("session dir already gone")
         return
@@ -473,7 +484,7 @@ def stage_verify(t: TeardownRun, run: StageRun) -> list[Leftover]:
     if left:
         run.notes.append("found " + ", ".join(str(lo) for lo in left))
     else:
-        run.notes.append("nothing of the session left")
+        run.notes.append(NOTE_NOTHING_LEFT)
     run.notes.extend(target.notes)
     return left
 

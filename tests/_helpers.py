@@ -10,9 +10,11 @@ that is how the leak guard finds what this test run left, and only that.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
+import string
 import subprocess
 import sys
 import tempfile
@@ -307,6 +309,24 @@ def _running(p: psutil.Process) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def is_note(template: str, text: str, **known: object) -> bool:
+    """Whether ``text`` is what the library's ``template`` (a report-text
+    constant, a str.format template) gives: the fields in ``known`` must
+    have those values, the others match anything.  Tests match report texts
+    through the library's constants, never by retyping its prose."""
+    pattern = ""
+    for literal, name, _spec, _conv in string.Formatter().parse(template):
+        pattern += re.escape(literal)
+        if name is not None:
+            pattern += re.escape(str(known[name])) if name in known else ".+?"
+    return re.fullmatch(pattern, text, re.S) is not None
+
+
+def has_note(template: str, notes: Iterable[str], **known: object) -> bool:
+    """Whether any of ``notes`` is ``template`` (see :func:`is_note`)."""
+    return any(is_note(template, n, **known) for n in notes)
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from embassy_cleanup import ChromeUltraAggressiveCleanup, Stage
+from embassy_cleanup._teardown import NOTE_PORT_NOT_OURS
 from tests.faults import _fault_helpers as fh
 
 pytestmark = [pytest.mark.chrome, pytest.mark.usefixtures("bystander")]
@@ -72,7 +73,7 @@ def test_ports_stage_should_leave_alone_a_bystander_server_on_a_port_of_the_sess
     with cleanup:
         snap = fh.snapshot(cleanup)
     report = cleanup.report
-    expected = f"port {bystander.port} held by pid {bystander.server.pid}, not ours: left alone"
+    expected = NOTE_PORT_NOT_OURS.format(port=bystander.port, who=f"pid {bystander.server.pid}")
     assert expected in report.stage(Stage.PORTS).notes, str(report)
     assert report.ok, str(report)  # a listener that is not ours is no leftover
     fh.assert_session_gone(snap)

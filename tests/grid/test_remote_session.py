@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from embassy_cleanup import ChromeUltraAggressiveCleanup, ConfigError, LaunchError, Stage
-from embassy_cleanup._remote import REMOTE_SKIP
+from embassy_cleanup._remote import DELETED, NOTE_DELETE, NOTE_NO_QUIT, NOTE_QUIT_RETURNED, REMOTE_SKIP
 from tests import _helpers as h
 from tests.grid import _grid
 from tests.grid.conftest import record_timing
@@ -61,7 +61,7 @@ def test_a_remote_session_runs_on_the_grid_and_frees_its_slot_at_exit(grid, remo
         assert cleanup.root is None and cleanup.pids == {}, "a remote session has nothing local"
         assert set(os.listdir(h.SESSIONS_ROOT)) == before, "a remote session creates no local dir"
     assert_remote_report_ok(cleanup.report, rsid)
-    assert "driver.quit() returned" in cleanup.report.stage(Stage.QUIT).notes
+    assert NOTE_QUIT_RETURNED in cleanup.report.stage(Stage.QUIT).notes
     assert rsid not in grid.sessions()
     assert h.wait_until(lambda: not browser.is_running(), timeout=10), "the Grid's Chrome outlived it"
 
@@ -90,7 +90,7 @@ def test_a_failing_quit_falls_back_to_delete_through_the_grid(grid, remote_kwarg
     quit_stage = report.stage(Stage.QUIT)
     # a quit that raised is an error of the stage; the DELETE fallback then ends the session
     assert [e for e in quit_stage.errors if "RuntimeError: injected: quit failed" in e], str(report)
-    assert f"DELETE /session/{rsid}: deleted" in quit_stage.notes, str(report)
+    assert NOTE_DELETE.format(rsid=rsid, outcome=DELETED) in quit_stage.notes, str(report)
     assert_remote_report_ok(report, rsid)
 
 
@@ -99,7 +99,7 @@ def test_graceful_false_deletes_the_remote_session_without_quit(grid, remote_kwa
     with cleanup as driver:
         rsid = driver.session_id
     notes = cleanup.report.stage(Stage.QUIT).notes
-    assert "graceful=False: no driver.quit()" in notes and f"DELETE /session/{rsid}: deleted" in notes
+    assert NOTE_NO_QUIT in notes and NOTE_DELETE.format(rsid=rsid, outcome=DELETED) in notes
     assert_remote_report_ok(cleanup.report, rsid)
 
 

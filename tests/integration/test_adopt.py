@@ -22,8 +22,15 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from embassy_cleanup import AdoptedSession, ConfigError, Outcome, Stage, adopt
-from embassy_cleanup._adopt import CRASHPAD_UNTRACKED, NO_ENV_MARKER
+from embassy_cleanup._adopt import (
+    CRASHPAD_UNTRACKED,
+    KEPT_PROFILE,
+    NO_ENV_MARKER,
+    WHY_NOT_REMOVED,
+    WHY_USER_PROFILE,
+)
 from embassy_cleanup._dirs import CHROMEDRIVER_PROFILE
+from embassy_cleanup._teardown import SKIP_NOT_GRACEFUL, SKIP_NOTHING_RUNNING
 from tests import _helpers as h
 
 pytestmark = pytest.mark.chrome
@@ -139,7 +146,7 @@ def test_adopt_without_grace_should_list_every_process_it_killed(plain_dir):
     report = session.close()
 
     assert report.ok, str(report)
-    assert report.stage(Stage.QUIT).skipped_reason == "graceful=False"
+    assert report.stage(Stage.QUIT).skipped_reason == SKIP_NOT_GRACEFUL
     killed = {a.pid: a for a in report.killed if a.outcome == Outcome.KILLED}
     assert driver.service.process.pid in killed and browser.pid in killed, str(report)
     assert killed[driver.service.process.pid].via == "service"
@@ -203,7 +210,7 @@ def test_adopt_should_keep_a_user_data_dir_the_user_chose(plain_dir):
     assert report.ok, str(report)
     assert os.path.isdir(mine) and os.listdir(mine)  # kept, contents and all
     notes = report.stage(Stage.PROFILE).notes
-    assert any(n.startswith(f"kept {mine} (a --user-data-dir chosen by the user") for n in notes), notes
+    assert KEPT_PROFILE.format(path=mine, why=WHY_USER_PROFILE) in notes, notes
     assert mine not in report.removed
     assert alive(procs) == []
 
@@ -244,9 +251,7 @@ def test_adopt_with_remove_profile_false_should_keep_even_chromedriver_temp_prof
 
     assert report.ok, str(report)
     assert profile is not None and os.path.isdir(profile)
-    assert any(
-        n.startswith(f"kept {profile} (remove_profile=False)") for n in report.stage(Stage.PROFILE).notes
-    )
+    assert KEPT_PROFILE.format(path=profile, why=WHY_NOT_REMOVED) in report.stage(Stage.PROFILE).notes
     assert alive(procs) == []
     shutil.rmtree(profile)  # ours to remove here: it lies under plain_dir
 
@@ -311,7 +316,7 @@ def test_adopt_of_an_already_quit_driver_should_report_nothing_to_do(plain_dir):
     assert session.found.processes == ()
     assert session.found.driver_pid is None
     assert "chromedriver was not running at adopt time" in session.found.limits
-    assert report.stage(Stage.QUIT).skipped_reason == "nothing of the session is running"
+    assert report.stage(Stage.QUIT).skipped_reason == SKIP_NOTHING_RUNNING
     assert alive(procs) == []
 
 

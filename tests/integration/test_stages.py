@@ -29,7 +29,7 @@ def test_quit_stage_should_end_a_graceful_session_through_driver_quit(session_kw
     quit_stage = report.stage(Stage.QUIT)
     assert quit_stage.skipped_reason is None, str(report)
     assert quit_stage.errors == (), str(report)
-    assert any(n.startswith("driver.quit() returned") for n in quit_stage.notes), str(report)
+    assert h.has_note(_teardown.NOTE_QUIT_RETURNED, quit_stage.notes), str(report)
     # quit() ended chromedriver and the browser itself: the kill stages had
     # nothing of them left to signal
     signalled = {a.pid for a in report.killed if a.outcome in (Outcome.TERMINATED, Outcome.KILLED)}
@@ -45,7 +45,7 @@ def test_tree_kill_stage_should_kill_chromedriver_and_every_browser_process(sess
     with cleanup:
         snap = fh.snapshot(cleanup, settle=True)
     report = cleanup.report
-    assert report.stage(Stage.QUIT).skipped_reason == "graceful=False"
+    assert report.stage(Stage.QUIT).skipped_reason == _teardown.SKIP_NOT_GRACEFUL
     killed = fh.outcomes(fh.stages_of(report, Stage.KILL_TREE)[:1])
     assert killed.get(snap.chromedriver) == Outcome.KILLED, str(report)
     assert killed.get(snap.main_browser) == Outcome.KILLED, str(report)
@@ -106,8 +106,10 @@ def test_ports_stage_should_leave_alone_a_listener_that_is_not_ours(session_kwar
         report = cleanup.report
         assert squatters, "the squatter was never started"
         squatter = squatters[0]
-        notes = " | ".join(report.stage(Stage.PORTS).notes)
-        assert f"port {driver_port} held by pid {squatter.pid}, not ours: left alone" in notes, str(report)
+        notes = report.stage(Stage.PORTS).notes
+        assert h.has_note(_teardown.NOTE_PORT_NOT_OURS, notes, port=driver_port, who=f"pid {squatter.pid}"), (
+            str(report)
+        )
         assert squatter.poll() is None, "the ports stage killed a listener that is not the session's"
         assert h.port_listening(driver_port)
         assert squatter.pid not in {a.pid for a in report.killed}, str(report)
@@ -182,7 +184,7 @@ def test_verify_stage_should_find_nothing_left_after_a_normal_session(session_kw
     report = cleanup.report
     assert report.leftovers == ()
     assert report.passes == 1, str(report)
-    assert "nothing of the session left" in report.stage(Stage.VERIFY).notes, str(report)
+    assert _teardown.NOTE_NOTHING_LEFT in report.stage(Stage.VERIFY).notes, str(report)
     fh.assert_session_gone(snap)
 
 

@@ -17,6 +17,7 @@ import pytest
 from selenium.common.exceptions import WebDriverException
 
 from embassy_cleanup import ChromePool, ConfigError, LeaseExpiredError
+from embassy_cleanup._contexts import NOTE_CONTEXT_GONE, NOTE_CONTEXT_REMOVED
 from embassy_cleanup._report import Stage
 from tests import _helpers as h
 
@@ -109,9 +110,9 @@ def test_a_returned_context_is_removed_verified_and_its_download_dir_gone(pool_k
         (report,) = pool.context_reports()
         assert report.ok, report
         stages = {s.stage: s for s in report.stages}
-        assert any("removed with its 2 tab(s)" in n for n in stages[Stage.QUIT].notes), report
+        assert h.has_note(NOTE_CONTEXT_REMOVED, stages[Stage.QUIT].notes, tabs=2), report
         assert stages[Stage.PORTS].skipped_reason and stages[Stage.OS_KILL].skipped_reason
-        assert any("gone, no tab of it left" in n for n in stages[Stage.VERIFY].notes), report
+        assert h.has_note(NOTE_CONTEXT_GONE, stages[Stage.VERIFY].notes), report
         assert report.removed and not os.path.lexists(report.removed[0])
         with pytest.raises(LeaseExpiredError):
             _ = d.title

@@ -20,6 +20,10 @@ from embassy_cleanup._lifecycle import Lifecycle
 from embassy_cleanup._options import check_remote_options
 from embassy_cleanup._ownership import ProcessTracker
 from embassy_cleanup._remote import (
+    ALREADY_GONE,
+    DELETED,
+    ERROR_QUIT_HUNG,
+    NOTE_DELETE,
     REMOTE_PLAN,
     REMOTE_SKIP,
     VERIFY_POLL_S,
@@ -138,7 +142,7 @@ def test_check_remote_options_should_normalise_the_url():
 
 
 def test_delete_session_should_count_404_as_already_gone(fake_grid):
-    assert delete_session(fake_grid.url, "nope") == "already gone (404)"
+    assert delete_session(fake_grid.url, "nope") == ALREADY_GONE
 
 
 def test_a_hanging_quit_should_be_bounded_then_the_session_deleted_and_verified(fake_grid):
@@ -157,10 +161,8 @@ def test_a_hanging_quit_should_be_bounded_then_the_session_deleted_and_verified(
     assert report.ok, str(report)
     assert fake_grid.deleted == ["r1"]
     quit_stage = report.stage(Stage.QUIT)
-    assert quit_stage.errors == (
-        f"driver.quit() did not return within {2.0 * QUIT_SHARE:.2f} s; deleting the session",
-    )
-    assert "DELETE /session/r1: deleted" in quit_stage.notes
+    assert quit_stage.errors == (ERROR_QUIT_HUNG.format(share=2.0 * QUIT_SHARE),)
+    assert NOTE_DELETE.format(rsid="r1", outcome=DELETED) in quit_stage.notes
     assert all(report.stage(s).skipped_reason == REMOTE_SKIP for s in REMOTE_SKIPPED)
 
 

@@ -29,6 +29,8 @@ from embassy_cleanup import (
     Stage,
     StageResult,
 )
+from embassy_cleanup._teardown import NOTE_NOTHING_LEFT, NOTE_PORT_NOT_OURS
+from tests._helpers import has_note, is_note
 
 REPORT_KEYS = {"session_id", "ok", "duration_s", "passes", "stages", "leftovers", "errors"}
 STAGE_KEYS = {"stage", "duration_s", "killed", "removed", "survivors", "skipped_reason", "errors", "notes"}
@@ -266,3 +268,12 @@ def test_driver_not_found_str_should_list_every_source_tried():
         "  - driver_path=: not given",
         "  - PATH: no chromedriver on PATH",
     ]
+
+
+def test_is_note_should_match_a_template_only_with_the_values_given():
+    note = NOTE_PORT_NOT_OURS.format(port=9515, who="pid 7")
+    assert is_note(NOTE_PORT_NOT_OURS, note) and is_note(NOTE_PORT_NOT_OURS, note, port=9515, who="pid 7")
+    assert not is_note(NOTE_PORT_NOT_OURS, note, port=9516)
+    assert not is_note(NOTE_PORT_NOT_OURS, note + " (and more)")
+    assert not is_note(NOTE_NOTHING_LEFT, "nothing left") and is_note(NOTE_NOTHING_LEFT, NOTE_NOTHING_LEFT)
+    assert has_note(NOTE_PORT_NOT_OURS, ["other", note], who="pid 7") and not has_note(NOTE_PORT_NOT_OURS, [])
