@@ -20,7 +20,8 @@ The documented functions (each backend provides all of them):
     PIDs still running.  Waits on the event itself where the OS allows (pidfd).
 
 ``is_running(pid, create_time) -> bool``
-    True if that very process still runs (a zombie does not count).
+    True if that very process still runs.  A zombie does not count, unless
+    other threads of it still run or exit (its main thread exited first).
 
 ``reap_child(pid) -> bool``
     Collect the exit status of ``pid`` if it is our own child and has exited.

@@ -66,11 +66,24 @@ def is_running(pid: int, create_time: float) -> bool:
         proc = psutil.Process(pid)
         if not same_birth(proc.create_time(), create_time):
             return False
-        return proc.status() != psutil.STATUS_ZOMBIE
+        return proc.status() != psutil.STATUS_ZOMBIE or _threads_left(proc)
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return False
     except psutil.AccessDenied:  # not provably gone (see _types)
         return True
+
+
+def _threads_left(zombie: psutil.Process) -> bool:
+    """Whether a process shown as a zombie still has threads that run.
+
+    The process shows as a zombie once its main thread exits, while its
+    other threads may still run (or, after SIGKILL, still be exiting).
+    Until the last one exits, its children stay its own: only then are they
+    handed to the reaper, which may be the owner (PID 1 in a container)."""
+    try:
+        return zombie.num_threads() > 1
+    except psutil.Error:
+        return False
 
 
 def wait_gone(procs: Sequence[tuple[int, float]], timeout: float) -> set[int]:

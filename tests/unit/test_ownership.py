@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 from embassy_cleanup import ChromeUltraAggressiveCleanup, Outcome, _platform
 from embassy_cleanup._ownership import (
@@ -428,3 +429,70 @@ def test_kill_tree_should_not_reap_a_pid_reused_by_another_child_of_ours(spawn):
         if other.poll() is None:
             other.kill()
         other.wait()
+
+
+#: The owner when it is the reaper (PID 1 in a container, here a child
+#: subreaper): a process of the session whose main thread has exited shows as
+#: a zombie, its other thread runs on, and its exited child stays its own
+#: until that thread exits.  kill_tree must kill and wait for the whole
+#: process, then reap the child handed to the owner; it used to count the
+#: process as exited and leave both behind.
+REAPER_OWNER = r"""
+import ctypes, json, os, subprocess, sys, time
+import psutil
+import pytest
+from embassy_cleanup._ownership import ProcessTracker
+assert ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+marker, session_id = sys.argv[1], sys.argv[2]
+code = (
+    "import ctypes, os, threading, time\n"
+    "if os.fork() == 0:\n    os._exit(0)\n"
+    "threading.Thread(target=time.sleep, args=(60,)).start()\n"
+    "print('ready', flush=True)\n"
+    "ctypes.CDLL(None).pthread_exit(None)\n"
+)
+parent = subprocess.Popen(
+    [sys.executable, "-S", "-c", code, marker], stdout=subprocess.PIPE, start_new_session=True
+)
+assert parent.stdout.readline() == b"ready\n"
+def settled():
+    p = psutil.Process(parent.pid)
+    kids = p.children()
+    return p.status() == "zombie" and kids and kids[0].status() == "zombie"
+deadline = time.monotonic() + 10
+while not settled():
+    assert time.monotonic() < deadline, "the fake process never got to its state"
+    time.sleep(0.01)
+tracker = ProcessTracker(session_id, marker)
+tracker.adopt_leader(parent)
+found = tracker.discover()
+actions, survivors = tracker.kill_tree(list(found.values()), grace_timeout=0, kill_timeout=10)
+me = psutil.Process()
+print(json.dumps({
+    "found": sorted(p.via for p in found.values()),
+    "survivors": [a.pid for a in survivors],
+    "parent_gone": not psutil.pid_exists(parent.pid),
+    "zombie_children": [c.pid for c in me.children() if c.status() == "zombie"],
+}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_CHILD_SUBREAPER: Linux")
+def test_kill_tree_should_finish_a_half_exited_process_and_reap_its_child_when_the_owner_is_the_reaper():
+    session_id = "0123456789ab"
+    marker = os.path.join(h.SESSIONS_ROOT, f"embassy_cleanup-{session_id}")
+    out = subprocess.run(
+        [sys.executable, "-c", REAPER_OWNER, marker, session_id],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=clean_env(PYTHONPATH=str(REPO)),
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(result["found"]) == 2 and "started" in result["found"]
+    assert result["survivors"] == []
+    assert result["parent_gone"], "the process whose main thread exited was left running"
+    assert result["zombie_children"] == [], "the child handed to the owner was left a zombie"

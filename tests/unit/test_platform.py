@@ -104,6 +104,37 @@ def test_is_running_should_be_false_for_a_zombie_and_a_reused_pid(backend, spawn
     assert not backend.is_running(pid, ct)
 
 
+#: A process whose main thread exits while another thread runs on: it shows
+#: as a zombie, but it has not exited, and its children are still its own.
+MAIN_THREAD_EXITS = (
+    "import ctypes, threading, time\n"
+    "threading.Thread(target=time.sleep, args=(60,)).start()\n"
+    "print('ready', flush=True)\n"
+    "ctypes.CDLL(None).pthread_exit(None)\n"
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a main thread's exit, as Linux shows it")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_is_running_and_wait_gone_should_count_a_process_whose_main_thread_exited_as_running(backend):
+    child = subprocess.Popen([sys.executable, "-S", "-c", MAIN_THREAD_EXITS], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        pid, ct = identity(child)
+        assert h.wait_until(lambda: is_zombie(pid), timeout=10)  # what ps shows
+
+        assert backend.is_running(pid, ct)
+        assert backend.wait_gone([(pid, ct)], 0.2) == {pid}
+
+        child.kill()
+        assert backend.wait_gone([(pid, ct)], 10.0) == set()
+        assert not backend.is_running(pid, ct)
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+
+
 def test_reap_child_should_refuse_a_process_that_is_not_our_child():
     assert _platform.reap_child(os.getppid()) is False
 
