@@ -376,10 +376,11 @@ def _early_removal_starter(t: TeardownRun) -> Callable[[], None]:
         root = t.target.root
         if not root:  # never search or delete with an empty marker
             return
-        if t.early_removal is None:
-            t.early_removal = _EarlyRemoval(root)
+        # pgrep first: it runs in a process of its own, alongside the removal.
         if t.early_search is None and _platform.PLATFORM != "windows" and _platform.HAVE_PGREP:
             t.early_search = Background("embassy-cleanup-pgrep", lambda: _platform.os_find_by_marker(root))
+        if t.early_removal is None:
+            t.early_removal = _EarlyRemoval(root)
 
     return start
 

@@ -78,8 +78,9 @@ The documented functions (each backend provides all of them):
     Whether a ``psutil.Process`` belongs to the user running this code.
 
 ``listening_ports(ports) -> set[int] | None``
-    Which of ``ports`` have a TCP listener (Linux: ``/proc/net/tcp*``, no
-    process scan), or None where that cannot be told cheaply.
+    Which of ``ports`` have a TCP listener (Linux: sock_diag netlink, else
+    ``/proc/net/tcp*``; no process scan), or None where that cannot be told
+    cheaply.
 
 ``unix_socket_paths() -> set[str]``
     Paths of bound AF_UNIX sockets (Linux: ``/proc/net/unix``); used to tell

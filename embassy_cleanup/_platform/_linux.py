@@ -12,7 +12,9 @@ import functools
 import os
 import select
 import signal
+import socket
 import stat
+import struct
 import time
 from typing import Iterable, Sequence
 
@@ -307,8 +309,60 @@ def unix_socket_paths() -> set[str]:
 
 
 def listening_ports(ports: Iterable[int]) -> set[int] | None:
-    """Which of ``ports`` have a TCP listener, from ``/proc/net/tcp{,6}``."""
+    """Which of ``ports`` have a TCP listener, or None if it cannot be told.
+
+    Asked of the kernel through sock_diag netlink for listening sockets only,
+    which walks just those (a fraction of a millisecond); where that is not
+    allowed, read from ``/proc/net/tcp{,6}``, which lists every socket of the
+    namespace (about 10 ms on the test VM, whatever the socket count)."""
     wanted = set(ports)
+    try:
+        return _diag_listening(wanted)
+    except OSError:  # EPERM under some seccomp filters, a kernel without sock_diag
+        return _proc_listening(wanted)
+
+
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST_DUMP = 0x1 | 0x300
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
+_TCP_LISTEN = 10
+
+
+def _diag_listening(wanted: set[int]) -> set[int]:
+    found: set[int] = set()
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_SOCK_DIAG) as sock:
+        sock.settimeout(2.0)
+        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
+            # inet_diag_req_v2: family, protocol, extensions, pad, state mask, and a
+            # zeroed inet_diag_sockid (48 bytes): every listening socket of the family.
+            req = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN) + bytes(48)
+            header = _NLMSG_HEADER.pack(16 + len(req), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST_DUMP, seq, 0)
+            sock.send(header + req)
+            done = False
+            while not done:
+                data = sock.recv(65536)
+                off = 0
+                while off + 16 <= len(data):
+                    length, kind = _NLMSG_HEADER.unpack_from(data, off)[:2]
+                    if kind == _NLMSG_DONE:
+                        done = True
+                        break
+                    if kind == _NLMSG_ERROR:
+                        code = -struct.unpack_from("=i", data, off + 16)[0]
+                        raise OSError(code, os.strerror(code))
+                    # inet_diag_msg: family, state, timer, retrans, then the source port
+                    port = struct.unpack_from("!H", data, off + 16 + 4)[0]
+                    if port in wanted:
+                        found.add(port)
+                    off += (length + 3) & ~3
+                if not data:
+                    break
+    return found
+
+
+def _proc_listening(wanted: set[int]) -> set[int] | None:
     found: set[int] = set()
     try:
         for name in ("/proc/net/tcp", "/proc/net/tcp6"):

@@ -4,11 +4,13 @@ too where the host backend replaces them (Linux: pidfds)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 
@@ -377,3 +379,25 @@ def test_process_table_should_lengthen_a_name_the_kernel_cut_from_the_executable
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sock_diag and /proc/net/tcp: Linux")
+def test_listening_ports_should_agree_between_sock_diag_and_proc_net_tcp():
+    from embassy_cleanup._platform import _linux
+
+    with contextlib.ExitStack() as stack:
+        v4 = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        v4.bind(("127.0.0.1", 0))
+        v4.listen()
+        v6 = stack.enter_context(socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
+        v6.bind(("::1", 0))
+        v6.listen()
+        bound = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        bound.bind(("127.0.0.1", 0))  # bound, never listening
+        client = stack.enter_context(socket.create_connection(v4.getsockname()[:2]))
+        ports = {v4.getsockname()[1], v6.getsockname()[1], bound.getsockname()[1], client.getsockname()[1]}
+        listening = {v4.getsockname()[1], v6.getsockname()[1]}
+
+        assert _linux._diag_listening(set(ports)) == listening
+        assert _linux._proc_listening(set(ports)) == listening
+        assert _platform.listening_ports(ports) == listening
