@@ -1,8 +1,8 @@
 #!/bin/sh
 # The project's commands, with nothing needed but sh on a fresh Debian (no make):
 #   sh scripts/run.sh demo    the main job: a bot job on a built-in local page, with its cleanup report
-#   sh scripts/run.sh test    the whole suite: lint, then pytest (what CI runs, through .ci/run);
-#                             EMBASSY_TEST_WORKERS=2 runs it in two pytest-xdist workers
+#   sh scripts/run.sh test    the whole suite: lint, then pytest (what CI runs, through .ci/run),
+#                             in EMBASSY_TEST_WORKERS (default 2) pytest-xdist workers; 1: one process
 #   sh scripts/run.sh lint    ruff (check and format), mypy, shellcheck and blinter (the .bat)
 #   sh scripts/run.sh bench   the benchmarks (writes docs/benchmarks.md)
 # Each first runs scripts/bootstrap.sh, which installs what is missing (as root
@@ -39,10 +39,10 @@ case $what in
     test)
         lint
         # In workers, each test file's tests run in one worker (--dist loadfile):
-        # they share its module fixtures (a bystander Chrome, a Grid). Not the
-        # default yet: docs/architecture.md, "The test suite", says why.
-        if [ -n "${EMBASSY_TEST_WORKERS:-}" ]; then
-            set -- -n "$EMBASSY_TEST_WORKERS" --dist loadfile "$@"
+        # they share its module fixtures (a bystander Chrome, a Grid).
+        workers=${EMBASSY_TEST_WORKERS:-2}
+        if [ "$workers" != 1 ]; then
+            set -- -n "$workers" --dist loadfile "$@"
         fi
         exec .venv/bin/python -m pytest -ra "$@"
         ;;
