@@ -86,24 +86,14 @@ UNIX_SOCKET_PATH_MAX: int | None = 107
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-_BOOT_TIME: float | None = None
 
 
 def _boot_time() -> float:
-    """``btime`` from /proc/stat: what psutil adds to a process's start time."""
-    global _BOOT_TIME
-    if _BOOT_TIME is None:
-        try:
-            with open("/proc/stat", "rb") as fh:
-                for line in fh:
-                    if line.startswith(b"btime"):
-                        _BOOT_TIME = float(line.split()[1])
-                        break
-        except OSError:
-            pass
-        if _BOOT_TIME is None:
-            _BOOT_TIME = psutil.boot_time()
-    return _BOOT_TIME
+    """``btime`` from /proc/stat, read afresh as psutil reads it for every
+    ``create_time()``: btime moves when the wall clock is stepped (NTP, a
+    resumed VM or laptop), and a create time computed with an older value
+    would no longer match psutil's, so every identity check would fail."""
+    return psutil.boot_time()
 
 
 def create_time_offset() -> float:
@@ -135,8 +125,9 @@ def _full_name(pid: int, comm: str) -> str:
     return exe if exe.startswith(comm) else comm
 
 
-def _read_stat(pid: int) -> ProcRow | None:
-    """One process's row from ``/proc/<pid>/stat`` (None if it is gone)."""
+def _read_stat(pid: int, boot_time: float | None = None) -> ProcRow | None:
+    """One process's row from ``/proc/<pid>/stat`` (None if it is gone);
+    ``boot_time`` is read when not given."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             data = fh.read()
@@ -151,7 +142,7 @@ def _read_stat(pid: int) -> ProcRow | None:
         pid=pid,
         ppid=int(fields[1]),
         pgrp=int(fields[2]),
-        create_time=int(fields[19]) / _CLOCK_TICKS + _boot_time(),
+        create_time=int(fields[19]) / _CLOCK_TICKS + (_boot_time() if boot_time is None else boot_time),
         name=_full_name(pid, head.partition(b"(")[2].decode("utf-8", "replace")),
         zombie=fields[0] in (b"Z", b"X"),
     )
@@ -163,9 +154,10 @@ def process_table() -> list[ProcRow]:
     ``name`` is the kernel's ``comm``, lengthened from the executable's
     path when the kernel cut it to 15 bytes."""
     rows = []
+    boot_time = _boot_time()  # once a table: one clock for every row
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            row = _read_stat(int(entry))
+            row = _read_stat(int(entry), boot_time)
             if row is not None:
                 rows.append(row)
     return rows

@@ -496,3 +496,28 @@ def test_kill_tree_should_finish_a_half_exited_process_and_reap_its_child_when_t
     assert result["survivors"] == []
     assert result["parent_gone"], "the process whose main thread exited was left running"
     assert result["zombie_children"] == [], "the child handed to the owner was left a zombie"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="btime in /proc/stat: Linux")
+def test_a_wall_clock_step_should_not_make_a_session_take_its_processes_for_strangers(monkeypatch, spawn):
+    # psutil adds /proc/stat's btime, read afresh, to every create time, and
+    # btime moves when the wall clock is stepped (NTP, a resumed VM). The
+    # process table used to cache it: after a step no identity matched, so
+    # nothing was signalled ("pid reused") and every session leaked.
+    from psutil import _pslinux
+
+    _platform.process_table()  # a long-running owner has read the table before
+    real = _pslinux.boot_time
+    monkeypatch.setattr(_pslinux, "boot_time", lambda: real() + 3600.0)  # stepped an hour on
+    session_id = "0123456789ab"
+    marker = os.path.join(h.SESSIONS_ROOT, f"embassy_cleanup-{session_id}")
+    child = spawn(env=clean_env(**{ENV_MARKER: session_id}))
+    tracker = ProcessTracker(session_id, marker)
+
+    found = tracker.discover()
+
+    assert child.pid in found and found[child.pid].via == "env"
+    assert found[child.pid].is_running()
+    actions, survivors = tracker.kill_tree([found[child.pid]], grace_timeout=0, kill_timeout=10.0)
+    assert [(a.pid, a.outcome) for a in actions] == [(child.pid, Outcome.KILLED)]
+    assert survivors == []
