@@ -144,8 +144,17 @@ def _read_stat(pid: int, boot_time: float | None = None) -> ProcRow | None:
         pgrp=int(fields[2]),
         create_time=int(fields[19]) / _CLOCK_TICKS + (_boot_time() if boot_time is None else boot_time),
         name=_full_name(pid, head.partition(b"(")[2].decode("utf-8", "replace")),
-        zombie=fields[0] in (b"Z", b"X"),
+        zombie=fields[0] in (b"Z", b"X") and not _threads_left(pid),
     )
+
+
+def _threads_left(pid: int) -> bool:
+    """Whether a process shown as a zombie still has threads that run or
+    exit (its main thread exited first): it has not exited yet."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
+    except OSError:
+        return False
 
 
 def process_table() -> list[ProcRow]:

@@ -114,7 +114,7 @@ def process_table() -> list[ProcRow]:
         info = proc.info
         if info["create_time"] is None:
             continue
-        zombie = info["status"] == psutil.STATUS_ZOMBIE
+        zombie = info["status"] == psutil.STATUS_ZOMBIE and not _threads_left(proc)
         rows.append(
             ProcRow(proc.pid, info["ppid"] or 0, None, info["create_time"], info["name"] or "?", zombie)
         )

@@ -57,7 +57,7 @@ class ProcRow(NamedTuple):
     pgrp: int | None  # None where the backend does not read it cheaply
     create_time: float  # epoch seconds, the same value psutil reports
     name: str
-    zombie: bool
+    zombie: bool  # exited, not reaped: shown as a zombie with no thread left
 
 
 def same_birth(a: float, b: float) -> bool:

@@ -118,7 +118,7 @@ MAIN_THREAD_EXITS = (
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a main thread's exit, as Linux shows it")
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_is_running_and_wait_gone_should_count_a_process_whose_main_thread_exited_as_running(backend):
+def test_a_process_whose_main_thread_exited_should_count_as_running_everywhere(backend):
     child = subprocess.Popen([sys.executable, "-S", "-c", MAIN_THREAD_EXITS], stdout=subprocess.PIPE)
     try:
         assert child.stdout is not None and child.stdout.readline() == b"ready\n"
@@ -127,10 +127,12 @@ def test_is_running_and_wait_gone_should_count_a_process_whose_main_thread_exite
 
         assert backend.is_running(pid, ct)
         assert backend.wait_gone([(pid, ct)], 0.2) == {pid}
+        assert [r.zombie for r in backend.process_table() if r.pid == pid] == [False]
 
         child.kill()
         assert backend.wait_gone([(pid, ct)], 10.0) == set()
         assert not backend.is_running(pid, ct)
+        assert [r.zombie for r in backend.process_table() if r.pid == pid] == [True]
     finally:
         child.kill()
         child.wait()
