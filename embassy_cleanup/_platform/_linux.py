@@ -24,6 +24,7 @@ from ._posix import (
     HAVE_PGREP,
     HAVE_PROCESS_GROUPS,
     _identity_matches,
+    _threads_left,
     is_running,
     kill_group,
     lock_file,
@@ -146,15 +147,6 @@ def _read_stat(pid: int, boot_time: float | None = None) -> ProcRow | None:
         name=_full_name(pid, head.partition(b"(")[2].decode("utf-8", "replace")),
         zombie=fields[0] in (b"Z", b"X") and not _threads_left(pid),
     )
-
-
-def _threads_left(pid: int) -> bool:
-    """Whether a process shown as a zombie still has threads that run or
-    exit (its main thread exited first): it has not exited yet."""
-    try:
-        return len(os.listdir(f"/proc/{pid}/task")) > 1
-    except OSError:
-        return False
 
 
 def process_table() -> list[ProcRow]:
@@ -344,6 +336,8 @@ def _diag_listening(wanted: set[int]) -> set[int]:
             done = False
             while not done:
                 data = sock.recv(65536)
+                if not data:
+                    break
                 off = 0
                 while off + 16 <= len(data):
                     length, kind = _NLMSG_HEADER.unpack_from(data, off)[:2]
@@ -358,8 +352,6 @@ def _diag_listening(wanted: set[int]) -> set[int]:
                     if port in wanted:
                         found.add(port)
                     off += (length + 3) & ~3
-                if not data:
-                    break
     return found
 
 

@@ -66,22 +66,24 @@ def is_running(pid: int, create_time: float) -> bool:
         proc = psutil.Process(pid)
         if not same_birth(proc.create_time(), create_time):
             return False
-        return proc.status() != psutil.STATUS_ZOMBIE or _threads_left(proc)
+        return proc.status() != psutil.STATUS_ZOMBIE or _threads_left(pid)
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return False
     except psutil.AccessDenied:  # not provably gone (see _types)
         return True
 
 
-def _threads_left(zombie: psutil.Process) -> bool:
-    """Whether a process shown as a zombie still has threads that run.
+def _threads_left(pid: int) -> bool:
+    """Whether a process shown as a zombie still has threads that run: it
+    has not exited yet.  Both backends' ``is_running`` and process tables
+    use this one rule.
 
     The process shows as a zombie once its main thread exits, while its
     other threads may still run (or, after SIGKILL, still be exiting).
     Until the last one exits, its children stay its own: only then are they
     handed to the reaper, which may be the owner (PID 1 in a container)."""
     try:
-        return zombie.num_threads() > 1
+        return psutil.Process(pid).num_threads() > 1
     except psutil.Error:
         return False
 
@@ -114,7 +116,7 @@ def process_table() -> list[ProcRow]:
         info = proc.info
         if info["create_time"] is None:
             continue
-        zombie = info["status"] == psutil.STATUS_ZOMBIE and not _threads_left(proc)
+        zombie = info["status"] == psutil.STATUS_ZOMBIE and not _threads_left(proc.pid)
         rows.append(
             ProcRow(proc.pid, info["ppid"] or 0, None, info["create_time"], info["name"] or "?", zombie)
         )

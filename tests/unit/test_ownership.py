@@ -440,7 +440,6 @@ def test_kill_tree_should_not_reap_a_pid_reused_by_another_child_of_ours(spawn):
 REAPER_OWNER = r"""
 import ctypes, json, os, subprocess, sys, time
 import psutil
-import pytest
 from embassy_cleanup._ownership import ProcessTracker
 assert ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
 marker, session_id = sys.argv[1], sys.argv[2]
